@@ -1,0 +1,130 @@
+"""The ``alpr-edge`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from . import __version__
+from .vision.image import ImageError, read_image
+from .vision.recognizer import PlateRead, Recognizer
+from .vision.runtime import ModelError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
+DEFAULT_MODELS = Path(__file__).resolve().parents[1] / "models"
+
+
+def models_dir(arg: Path | None) -> Path:
+    """--models, else $ALPR_EDGE_MODELS, else the models/ folder beside the package."""
+    if arg is not None:
+        return arg
+    env = os.environ.get("ALPR_EDGE_MODELS")
+    return Path(env) if env else DEFAULT_MODELS
+
+
+def iter_inputs(paths: Sequence[Path]) -> Iterator[Path]:
+    """Files as given; folders recursively (image suffixes only), sorted for a stable order."""
+    for p in paths:
+        if p.is_dir():
+            yield from sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            yield p
+
+
+def read_to_json(r: PlateRead) -> dict[str, object]:
+    return {
+        "text": r.text,
+        "confidence": round(r.confidence, 4),
+        "char_confidences": [round(c, 4) for c in r.char_confidences],
+        "box": list(r.box),
+        "region": r.region,
+        "format": r.plate_format,
+        "detection_score": round(r.detection_score, 4),
+        "candidates": [{"text": c.text, "confidence": round(c.confidence, 4)} for c in r.candidates],
+    }
+
+
+def cmd_recognize(args: argparse.Namespace) -> int:
+    models = models_dir(args.models)
+    regions = tuple(r for r in args.region.split(",") if r) if args.region else ()
+    try:
+        rec = Recognizer.from_files(
+            models / "plate_detector.tflite", models / "plate_ocr.tflite", regions, threads=args.threads
+        )
+    except (ModelError, ValueError) as e:
+        print(f"alpr-edge: {e}", file=sys.stderr)
+        return 2
+    failures = 0
+    for path in iter_inputs(args.paths):
+        t0 = time.perf_counter()
+        try:
+            frame = read_image(path)
+        except ImageError as e:
+            failures += 1
+            if args.json:
+                print(json.dumps({"image": str(path), "error": str(e)}), flush=True)
+            else:
+                print(f"{path}: error: {e}", flush=True)
+            continue
+        if args.crops:
+            one = rec.read_crop(frame)
+            reads = [one] if one else []
+        else:
+            reads = rec.recognize(frame)
+        ms = (time.perf_counter() - t0) * 1000
+        if args.json:
+            print(
+                json.dumps({"image": str(path), "plates": [read_to_json(r) for r in reads], "ms": round(ms, 2)}),
+                flush=True,
+            )
+        else:
+            if not reads:
+                print(f"{path}: no plate ({ms:.0f} ms)", flush=True)
+            for r in reads:
+                alts = " ".join(f"{c.text}:{c.confidence:.2f}" for c in r.candidates[1:5])
+                print(
+                    f"{path}: {r.text:<10} {r.confidence:5.2f} box={list(r.box)} {r.plate_format or '-'} "
+                    f"({ms:.0f} ms) alternatives: {alts}",
+                    flush=True,
+                )
+    if failures:
+        print(f"alpr-edge: {failures} file(s) could not be read", file=sys.stderr)
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="alpr-edge", description="Automated license plate reader for edge devices.")
+    p.add_argument("--version", action="version", version=f"alpr-edge {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging (may show plate text)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser(
+        "recognize",
+        help="read plates in image files or folders",
+        description="Detect and read plates in images (files, or folders searched recursively).",
+    )
+    r.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files or folders")
+    r.add_argument("--json", action="store_true", help="one JSON line per image instead of a table")
+    r.add_argument("--crops", action="store_true", help="each image is an already cropped plate (OCR only)")
+    r.add_argument("--region", default="", help="expected plate formats, comma-separated: us, eu, br")
+    r.add_argument("--threads", type=int, default=2, help="inference threads (default 2)")
+    r.add_argument("--models", type=Path, default=None, help="folder with plate_detector.tflite and plate_ocr.tflite")
+    r.set_defaults(func=cmd_recognize)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    rc: int = args.func(args)
+    return rc

@@ -1,0 +1,1 @@
+"""Plate detection and reading: TFLite models behind small, typed interfaces."""

@@ -1,0 +1,164 @@
+"""Plate OCR: a conv-only CTC model over a grayscale plate crop, decoded to ranked candidate strings.
+
+Two-line plates (EU square plates, motorcycles) are read by "unfolding" the crop: the top and bottom
+halves are placed side by side so the single-line CTC model reads them left to right, top line first.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .runtime import Model, ModelError
+
+CHARSET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+BLANK = 0  # CTC blank is class 0; character i of CHARSET is class i + 1
+NUM_CLASSES = len(CHARSET) + 1
+TWO_LINE_MAX_ASPECT = 1.75  # a crop narrower than this (w/h) may hold a two-line plate
+
+
+@dataclass(frozen=True)
+class Candidate:
+    text: str
+    confidence: float
+
+
+@dataclass(frozen=True)
+class OcrResult:
+    text: str
+    confidence: float
+    char_confidences: tuple[float, ...]
+    candidates: tuple[Candidate, ...]
+    two_line: bool = False
+
+
+def unfold_two_line(gray: np.ndarray) -> np.ndarray:
+    """Place the top and bottom halves of a two-line plate side by side (with a small overlap each)."""
+    h = gray.shape[0]
+    top = gray[: int(round(h * 0.56))]
+    bottom = gray[int(round(h * 0.44)) :]
+    hh = min(top.shape[0], bottom.shape[0])
+    return np.ascontiguousarray(np.hstack([top[:hh], bottom[-hh:]]))
+
+
+def prepare_crop(crop_bgr: np.ndarray, height: int, width: int, two_line: bool = False) -> np.ndarray:
+    """A plate crop (BGR or gray) to the model's float32 input image (height x width, 0..1, contrast-stretched).
+
+    Shared with the training script so that training and inference see identical pixels.
+    """
+    gray = crop_bgr if crop_bgr.ndim == 2 else cv2.cvtColor(crop_bgr, cv2.COLOR_BGR2GRAY)
+    if two_line:
+        gray = unfold_two_line(gray)
+    interp = cv2.INTER_AREA if gray.shape[1] > width else cv2.INTER_LINEAR
+    img = cv2.resize(gray, (width, height), interpolation=interp).astype(np.float32)
+    lo, hi = np.percentile(img, (2, 98))
+    if hi - lo < 8:
+        hi = lo + 8
+    out: np.ndarray = np.clip((img - lo) / (hi - lo), 0.0, 1.0)
+    return out
+
+
+def _logsumexp(a: float, b: float) -> float:
+    if a == -math.inf:
+        return b
+    if b == -math.inf:
+        return a
+    m = max(a, b)
+    return m + math.log(math.exp(a - m) + math.exp(b - m))
+
+
+def _add(beams: dict[str, tuple[float, float]], prefix: str, pb: float, pnb: float) -> None:
+    ob, onb = beams.get(prefix, (-math.inf, -math.inf))
+    beams[prefix] = (_logsumexp(ob, pb), _logsumexp(onb, pnb))
+
+
+def ctc_beam_search(probs: np.ndarray, beam: int = 12, top_k: int = 8, prune: float = 1e-3) -> list[tuple[str, float]]:
+    """CTC prefix beam search over per-step class probabilities (T x C); returns (text, log p) best first."""
+    logp = np.log(np.clip(probs, 1e-12, 1.0))
+    # prefix -> (log p ending in blank, log p ending in non-blank)
+    beams: dict[str, tuple[float, float]] = {"": (0.0, -math.inf)}
+    for t in range(probs.shape[0]):
+        row = probs[t]
+        # always the two likeliest classes, so that alternatives exist even when the model is sure
+        cands = np.union1d(np.argpartition(row, -2)[-2:], np.nonzero(row >= prune)[0])
+        nxt: dict[str, tuple[float, float]] = {}
+        for prefix, (pb, pnb) in beams.items():
+            total = _logsumexp(pb, pnb)
+            for c in cands:
+                lp = float(logp[t, c])
+                if c == BLANK:
+                    _add(nxt, prefix, total + lp, -math.inf)
+                    continue
+                ch = CHARSET[c - 1]
+                if prefix and prefix[-1] == ch:
+                    _add(nxt, prefix + ch, -math.inf, pb + lp)  # a repeat needs a blank between
+                    _add(nxt, prefix, -math.inf, pnb + lp)  # the same character continued
+                else:
+                    _add(nxt, prefix + ch, -math.inf, total + lp)
+        beams = dict(sorted(nxt.items(), key=lambda kv: -_logsumexp(*kv[1]))[:beam])
+    ranked = sorted(((p, _logsumexp(*v)) for p, v in beams.items() if p), key=lambda x: -x[1])
+    return ranked[:top_k]
+
+
+def greedy_char_confidences(probs: np.ndarray) -> tuple[str, tuple[float, ...]]:
+    """Best-path text and, per character, the highest probability over the steps that emitted it."""
+    best = probs.argmax(axis=1)
+    text: list[str] = []
+    confs: list[float] = []
+    prev = BLANK
+    for t, c in enumerate(best):
+        c = int(c)
+        if c != BLANK and c != prev:
+            text.append(CHARSET[c - 1])
+            confs.append(float(probs[t, c]))
+        elif c != BLANK and c == prev and confs:
+            confs[-1] = max(confs[-1], float(probs[t, c]))
+        prev = c
+    return "".join(text), tuple(confs)
+
+
+def char_confidences_for(text: str, probs: np.ndarray) -> tuple[float, ...]:
+    """Per-character confidences of ``text``: for each character, its peak probability over the steps,
+    in order (a forced left-to-right alignment on the peaks). Used when the top candidate is not the best path."""
+    confs: list[float] = []
+    t0 = 0
+    T = probs.shape[0]
+    for i, ch in enumerate(text):
+        c = CHARSET.index(ch) + 1
+        remaining = len(text) - i - 1
+        t1 = max(t0 + 1, T - remaining)
+        seg = probs[t0:t1, c]
+        k = int(seg.argmax())
+        confs.append(float(seg[k]))
+        t0 = t0 + k + 1
+        if t0 >= T:
+            t0 = T - 1
+    return tuple(confs)
+
+
+class PlateReader:
+    """Reads plate crops with the OCR model."""
+
+    def __init__(self, model: Model, beam: int = 12, top_k: int = 8) -> None:
+        shape = model.inputs[0].shape
+        if len(shape) != 4 or shape[0] != 1 or shape[3] != 1:
+            raise ModelError(f"OCR model input must be [1, H, W, 1], got {list(shape)}")
+        out = model.outputs[0].shape
+        if len(out) != 3 or out[2] != NUM_CLASSES:
+            raise ModelError(f"OCR model output must be [1, T, {NUM_CLASSES}], got {list(out)}")
+        self._model = model
+        self.height, self.width = shape[1], shape[2]
+        self._beam = beam
+        self._top_k = top_k
+
+    def probabilities(self, crop_bgr: np.ndarray, two_line: bool = False) -> np.ndarray:
+        x = prepare_crop(crop_bgr, self.height, self.width, two_line)
+        probs: np.ndarray = self._model.run(x[None, :, :, None])[0][0]
+        return probs
+
+    def read(self, crop_bgr: np.ndarray, two_line: bool = False) -> list[tuple[str, float]]:
+        """Candidate strings with log probabilities, best first (no format rules applied)."""
+        return ctc_beam_search(self.probabilities(crop_bgr, two_line), self._beam, self._top_k)

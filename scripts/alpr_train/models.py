@@ -1,0 +1,107 @@
+"""The two networks, in PyTorch, sized for a Raspberry Pi 4 (MACs are printed by the training scripts)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def cbr(cin: int, cout: int, k: int = 3, s: int = 1, p: int | tuple[int, int] = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, k, s, p, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class PlateOCR(nn.Module):
+    """Conv-only CTC recogniser: 1 x 32 x 128 grayscale in, 32 steps x 37 classes out.
+
+    No recurrent layers: they convert badly to int8 TFLite and are slower on a Pi; context along the plate
+    comes from 1-D convolutions over the step axis instead.
+    """
+
+    def __init__(self, num_classes: int = 37) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            cbr(1, 32, s=2),  # 16 x 64
+            cbr(32, 48), nn.MaxPool2d(2),  # 8 x 32
+            cbr(48, 64), cbr(64, 64), nn.MaxPool2d((2, 1)),  # 4 x 32
+            cbr(64, 96), cbr(96, 96),
+            cbr(96, 160, k=(4, 1), p=0),  # 1 x 32  # type: ignore[arg-type]
+        )
+        self.context = nn.Sequential(
+            nn.Conv2d(160, 160, (1, 5), padding=(0, 2), bias=False), nn.BatchNorm2d(160), nn.ReLU(inplace=True),
+            nn.Dropout(0.1),
+            nn.Conv2d(160, num_classes, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """N x 1 x H x W -> N x C x T logits."""
+        return self.context(self.features(x))[:, :, 0, :]
+
+
+class ExportOCR(nn.Module):
+    """NHWC float input (as the runtime feeds it) -> N x T x C softmax probabilities."""
+
+    def __init__(self, net: PlateOCR) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.net(x.permute(0, 3, 1, 2)), dim=1).permute(0, 2, 1)
+
+
+class PlateDetectorNet(nn.Module):
+    """Fully-convolutional plate-centre detector: RGB in, stride-8 heatmap logits (1) and box (4) out.
+
+    A stride-16 branch gives context (a plate sits on a car); it is upsampled and fused at stride 8.
+    """
+
+    def __init__(self, width: int = 1) -> None:
+        super().__init__()
+        c = [16, 32, 64, 96]
+        self.stem = nn.Sequential(cbr(3, c[0], s=2), cbr(c[0], c[1], s=2))  # /4
+        self.s8 = nn.Sequential(cbr(c[1], c[2], s=2), cbr(c[2], c[2]))  # /8
+        self.s16 = nn.Sequential(cbr(c[2], c[3], s=2), cbr(c[3], c[3]), cbr(c[3], c[3]))  # /16
+        self.fuse = nn.Sequential(cbr(c[2] + c[3], 64, k=1, p=0), cbr(64, 64))
+        self.heat = nn.Conv2d(64, 1, 1)
+        self.box = nn.Conv2d(64, 4, 1)
+        nn.init.constant_(self.heat.bias, -4.0)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f8 = self.s8(self.stem(x))
+        f16 = self.s16(f8)
+        up = nn.functional.interpolate(f16, size=f8.shape[2:], mode="nearest")
+        f = self.fuse(torch.cat([f8, up], 1))
+        return self.heat(f), self.box(f)
+
+
+class ExportDetector(nn.Module):
+    """NHWC RGB 0..1 input -> (N x H x W x 1 sigmoid heatmap, N x H x W x 4 box), two separate outputs so
+    that int8 quantisation gives each its own scale."""
+
+    def __init__(self, net: PlateDetectorNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        heat, box = self.net(x.permute(0, 3, 1, 2))
+        return torch.sigmoid(heat).permute(0, 2, 3, 1), box.permute(0, 2, 3, 1)
+
+
+def count_macs(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
+    """(parameters, multiply-accumulates) of conv and linear layers for one input."""
+    macs = 0
+
+    def hook(m: nn.Module, _inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        nonlocal macs
+        if isinstance(m, nn.Conv2d):
+            k = m.kernel_size[0] * m.kernel_size[1] * (m.in_channels // m.groups)
+            macs += int(out.numel() // out.shape[0]) * k
+        elif isinstance(m, nn.Linear):
+            macs += m.in_features * m.out_features
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        model.eval()
+        model(x)
+    for h in handles:
+        h.remove()
+    return sum(p.numel() for p in model.parameters()), macs

@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""Speed benchmark: detector, OCR per plate and whole-frame recognition of a 1280x720 frame with one plate,
+with 1 and 2 threads; medians of repeated runs and peak RSS (each thread count in a fresh process).
+Prints a table and a JSON line.
+
+  python scripts/bench_speed.py [--repeat 50] [--image FRAME.jpg]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+DEFAULT_IMAGE = (REPO / ".." / "shared" / "data" / "plates-dev" / "scenes" / "us"
+                 / "0b86cecf-67d1-4fc0-87c9-b36b0ee228bb.jpg")
+
+
+def median_ms(fn, repeat: int) -> float:  # type: ignore[no-untyped-def]
+    fn()  # warm-up
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times)
+
+
+def one(threads: int, repeat: int, image: Path, models: Path) -> dict[str, float]:
+    import cv2
+
+    from edge.vision.image import read_image
+    from edge.vision.recognizer import Recognizer, crop_box
+
+    frame = read_image(image)
+    if frame.shape[:2] != (720, 1280):
+        frame = cv2.resize(frame, (1280, 720))
+    rec = Recognizer.from_files(models / "plate_detector.tflite", models / "plate_ocr.tflite", ("us",),
+                                threads=threads)
+    dets = rec.detector.detect(frame)
+    if not dets:
+        raise SystemExit(f"no plate detected in {image}: choose a frame with one plate")
+    crop = crop_box(frame, dets[0].box)
+    x = rec.reader.probabilities(crop)  # noqa: F841 - warm
+    return {
+        "threads": threads,
+        "detector_ms": median_ms(lambda: rec.detector.detect(frame), repeat),
+        "ocr_model_ms": median_ms(lambda: rec.reader.probabilities(crop), repeat * 4),
+        "ocr_plate_ms": median_ms(lambda: rec.read_crop(crop), repeat * 4),
+        "frame_ms": median_ms(lambda: rec.recognize(frame), repeat),
+        "plates": len(dets),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeat", type=int, default=50)
+    ap.add_argument("--image", type=Path, default=DEFAULT_IMAGE)
+    ap.add_argument("--models", type=Path, default=REPO / "models")
+    ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(one(args.one, args.repeat, args.image, args.models)))
+        return 0
+    rows = []
+    for threads in (1, 2):
+        out = subprocess.run([sys.executable, __file__, "--one", str(threads), "--repeat", str(args.repeat),
+                              "--image", str(args.image), "--models", str(args.models)],
+                             check=True, capture_output=True, text=True).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+    print(f"{'threads':>7}{'detector ms':>13}{'OCR model ms':>14}{'OCR+decode ms':>15}{'frame ms':>10}"
+          f"{'peak RSS MB':>13}")
+    for r in rows:
+        print(f"{r['threads']:>7}{r['detector_ms']:>13.2f}{r['ocr_model_ms']:>14.2f}{r['ocr_plate_ms']:>15.2f}"
+              f"{r['frame_ms']:>10.2f}{r['peak_rss_mb']:>13.0f}")
+    print(json.dumps({"bench": "speed", "image": str(args.image), "frame": "1280x720", "repeat": args.repeat,
+                      "results": rows}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""Train the plate OCR (conv-only CTC) and export models/plate_ocr.tflite.
+
+One command, seeded and reproducible on the CPU:  python scripts/train_ocr.py
+Needs the training extra: pip install -e '.[train]'  (PyTorch CPU, litert-torch, ai-edge-quantizer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the edge package, when not installed
+
+from alpr_train import export, ocr_data
+from alpr_train.models import ExportOCR, PlateOCR, count_macs
+from edge.vision.ocr import CHARSET, NUM_CLASSES, greedy_char_confidences
+
+REPO = Path(__file__).resolve().parents[1]
+log = logging.getLogger("train_ocr")
+
+
+def greedy(logits: torch.Tensor) -> list[str]:
+    best = logits.argmax(1).numpy()
+    out = []
+    for row in best:
+        prev, s = 0, []
+        for c in row:
+            if c != 0 and c != prev:
+                s.append(CHARSET[c - 1])
+            prev = c
+        out.append("".join(s))
+    return out
+
+
+def evaluate(net: PlateOCR, val: dict[str, tuple[np.ndarray, list[str]]]) -> dict[str, float]:
+    net.eval()
+    res = {}
+    with torch.no_grad():
+        for name, (x, texts) in val.items():
+            logits = net(torch.from_numpy(x[:, None].astype(np.float32) / 255.0))
+            pred = greedy(logits)
+            res[name] = float(np.mean([p == t for p, t in zip(pred, texts)]))
+    net.train()
+    return res
+
+
+def val_sets() -> dict[str, tuple[np.ndarray, list[str]]]:
+    sets: dict[str, tuple[list[np.ndarray], list[str]]] = {}
+    for s in ocr_data.real_samples("val"):
+        name = ("scene-" if s.box else "crop-") + s.region
+        from edge.vision.ocr import prepare_crop
+
+        img = ocr_data.val_image(s)
+        sets.setdefault(name, ([], []))
+        sets[name][0].append((prepare_crop(img, ocr_data.H, ocr_data.W, s.two_line) * 255).astype(np.uint8))
+        sets[name][1].append(s.text)
+    return {k: (np.stack(v[0]), v[1]) for k, v in sorted(sets.items())}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=8000)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--synthetic", type=int, default=60000, help="synthetic plates in all")
+    ap.add_argument("--out", type=Path, default=REPO / "models" / "plate_ocr.tflite")
+    ap.add_argument("--work", type=Path, default=REPO / "runs" / "ocr")
+    ap.add_argument("--precision", choices=["int8", "fp16", "fp32"], default="int8",
+                    help="which exported variant becomes --out")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    args.work.mkdir(parents=True, exist_ok=True)
+
+    t0 = time.time()
+    n = args.synthetic
+    synth_counts = {"us": int(n * 0.5), "eu": int(n * 0.22), "eu2": int(n * 0.1), "br": int(n * 0.18)}
+    real_copies = {"us": 30, "eu": 20, "br": 6}
+    x_all, texts, src = ocr_data.build(args.seed, synth_counts, real_copies, workers=args.threads)
+    keep = np.array([0 < len(t) <= 16 for t in texts])
+    x_all, texts, src = x_all[keep], [t for t, k in zip(texts, keep) if k], src[keep]
+    log.info("training images: %d (%d real-derived, %d synthetic) in %.0f s",
+             len(texts), int(src.sum()), int((src == 0).sum()), time.time() - t0)
+    targets = [torch.tensor(ocr_data.encode(t), dtype=torch.long) for t in texts]
+    val = val_sets()
+    log.info("validation crops: %s", {k: len(v[1]) for k, v in val.items()})
+
+    net = PlateOCR(NUM_CLASSES)
+    params, macs = count_macs(net, torch.zeros(1, 1, ocr_data.H, ocr_data.W))
+    log.info("PlateOCR: %d parameters, %.1f M MACs", params, macs / 1e6)
+    net = net.to(memory_format=torch.channels_last).train()
+    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.1)
+    ctc = nn.CTCLoss(blank=0, zero_infinity=True)
+    rng = np.random.default_rng(args.seed)
+    history = []
+    bar = tqdm(range(1, args.steps + 1), desc="ocr", mininterval=5)
+    ema = None
+    for step in bar:
+        idx = rng.integers(0, len(texts), args.batch)
+        xb = torch.from_numpy(x_all[idx][:, None].astype(np.float32) / 255.0)
+        if rng.random() < 0.3:  # invert: light-on-dark plates
+            flip = torch.from_numpy(rng.random(args.batch) < 0.3)
+            xb[flip] = 1.0 - xb[flip]
+        xb = xb.contiguous(memory_format=torch.channels_last)
+        tb = [targets[i] for i in idx]
+        logits = net(xb)  # N x C x T
+        logp = logits.permute(2, 0, 1).log_softmax(2)
+        loss = ctc(logp, torch.cat(tb), torch.full((args.batch,), logp.shape[0], dtype=torch.long),
+                   torch.tensor([len(t) for t in tb], dtype=torch.long))
+        opt.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+        opt.step()
+        sched.step()
+        ema = float(loss) if ema is None else 0.98 * ema + 0.02 * float(loss)
+        bar.set_postfix(loss=f"{ema:.3f}")
+        if step % 1000 == 0 or step == args.steps:
+            acc = evaluate(net, val)
+            history.append({"step": step, "loss": ema, **acc})
+            log.info("step %d loss %.3f val %s", step, ema, {k: round(v, 3) for k, v in acc.items()})
+    torch.save(net.state_dict(), args.work / "plate_ocr.pt")
+
+    # export: fp32, fp16, int8; measure each on the validation crops through the runtime
+    net = net.to(memory_format=torch.contiguous_format).eval()
+    sample = torch.zeros(1, ocr_data.H, ocr_data.W, 1)
+    fp32 = export.export_fp32(ExportOCR(net), sample, args.work / "plate_ocr_fp32.tflite")
+    variants = {"fp32": fp32}
+    try:
+        variants["fp16"] = export.quantize_fp16(fp32, args.work / "plate_ocr_fp16.tflite")
+    except Exception as e:
+        log.warning("fp16 export failed: %s", e)
+    calib_idx = np.random.default_rng(args.seed).choice(len(texts), 400, replace=False)
+    calib = [x_all[i][None, :, :, None].astype(np.float32) / 255.0 for i in calib_idx]
+    variants["int8"] = export.quantize_int8(fp32, calib, args.work / "plate_ocr_int8.tflite")
+    report = {"params": params, "macs": macs, "history": history, "variants": {}}
+    from edge.vision.runtime import load_model
+
+    for name, path in variants.items():
+        m = load_model(path, threads=1)
+        accs = {}
+        for vname, (x, vt) in val.items():
+            ok = 0
+            for img, t in zip(x, vt):
+                probs = m.run(img[None, :, :, None].astype(np.float32) / 255.0)[0][0]
+                ok += greedy_char_confidences(probs)[0] == t
+            accs[vname] = ok / len(vt)
+        report["variants"][name] = {"bytes": path.stat().st_size, "val_exact_greedy": accs}
+        log.info("%s: %d bytes, val %s", name, path.stat().st_size, {k: round(v, 3) for k, v in accs.items()})
+    shutil.copyfile(variants[args.precision], args.out)
+    (args.work / "report.json").write_text(json.dumps(report, indent=1))
+    log.info("wrote %s (%s) in %.0f s", args.out, args.precision, time.time() - t0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
