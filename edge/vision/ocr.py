@@ -57,7 +57,7 @@ def prepare_crop(crop_bgr: np.ndarray, height: int, width: int, two_line: bool =
     lo, hi = np.percentile(img, (2, 98))
     if hi - lo < 8:
         hi = lo + 8
-    out: np.ndarray = np.clip((img - lo) / (hi - lo), 0.0, 1.0)
+    out: np.ndarray = np.clip((img - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
     return out
 
 

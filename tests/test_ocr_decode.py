@@ -1,0 +1,114 @@
+"""CTC decoding and candidate ranking, driven by hand-made probability matrices."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from edge.vision.ocr import (
+    BLANK,
+    CHARSET,
+    NUM_CLASSES,
+    PlateReader,
+    char_confidences_for,
+    ctc_beam_search,
+    greedy_char_confidences,
+    prepare_crop,
+    unfold_two_line,
+)
+from edge.vision.recognizer import Recognizer
+from edge.vision.runtime import TensorSpec
+
+T = 32
+
+
+def probs_for(steps: list[dict[str, float]]) -> np.ndarray:
+    """T x C matrix: each listed step gets the given character probabilities, the rest go to blank."""
+    p = np.zeros((T, NUM_CLASSES), np.float32)
+    p[:, BLANK] = 1.0
+    for t, dist in enumerate(steps):
+        p[t, BLANK] = 1.0 - sum(dist.values())
+        for ch, v in dist.items():
+            p[t, CHARSET.index(ch) + 1] = v
+    return p
+
+
+def spell(text: str, conf: float = 0.95) -> list[dict[str, float]]:
+    steps: list[dict[str, float]] = []
+    for ch in text:
+        steps += [{ch: conf}, {}]  # a blank between, so repeats survive
+    return steps
+
+
+def test_beam_search_reads_text_and_repeats() -> None:
+    ranked = ctc_beam_search(probs_for(spell("ABB1100")))
+    assert ranked[0][0] == "ABB1100"
+    assert ranked[0][1] > math.log(0.5)
+
+
+def test_at_least_five_sorted_alternatives_even_when_sure() -> None:
+    ranked = ctc_beam_search(probs_for(spell("7ABC123", 0.999)))
+    assert len(ranked) >= 5
+    scores = [s for _, s in ranked]
+    assert scores == sorted(scores, reverse=True)
+    assert len({t for t, _ in ranked}) == len(ranked)
+
+
+def test_greedy_char_confidences() -> None:
+    p = probs_for([{"A": 0.9}, {"A": 0.97}, {}, {"7": 0.6}])
+    text, confs = greedy_char_confidences(p)
+    assert text == "A7"
+    assert confs == (np.float32(0.97), np.float32(0.6))
+    assert char_confidences_for("A7", p) == confs
+
+
+class FakeOCR:
+    """Returns a fixed probability matrix: isolates the ranking logic from the network."""
+
+    def __init__(self, probs: np.ndarray) -> None:
+        self._p = probs
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        return (TensorSpec("x", (1, 32, 128, 1), "float32"),)
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        return (TensorSpec("y", (1, T, NUM_CLASSES), "float32"),)
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        return [self._p[None]]
+
+
+def _reader_for(steps: list[dict[str, float]], regions: tuple[str, ...]) -> Recognizer:
+    return Recognizer(detector=None, reader=PlateReader(FakeOCR(probs_for(steps))), regions=regions)  # type: ignore[arg-type]
+
+
+def test_brazil_format_reorders_but_never_invents() -> None:
+    # the model prefers 'O' (a letter) in a digit position; the Brazilian format prefers the digit
+    steps = spell("ABC") + [{"O": 0.6, "0": 0.35}, {}] + spell("123")
+    crop = np.full((40, 160, 3), 200, np.uint8)
+    plain = _reader_for(steps, ()).read_crop(crop)
+    br = _reader_for(steps, ("br",)).read_crop(crop)
+    assert plain is not None and br is not None
+    assert plain.text == "ABCO123"
+    assert br.text == "ABC0123" and br.plate_format == "br-old" and br.region == "br"
+    # every candidate comes from the model's own beam: same set of strings with and without the rules
+    assert {c.text for c in br.candidates} == {c.text for c in plain.candidates}
+    assert len(br.candidates) >= 5
+
+
+def test_no_format_match_keeps_model_order() -> None:
+    steps = spell("XYZ")  # matches no Brazilian format: nothing is forced into one
+    r = _reader_for(steps, ("br",)).read_crop(np.full((40, 160, 3), 200, np.uint8))
+    assert r is not None and r.text == "XYZ" and r.plate_format is None
+
+
+def test_prepare_crop_shape_range_and_unfold() -> None:
+    rng = np.random.default_rng(0)
+    crop = rng.integers(0, 255, (50, 70, 3), dtype=np.uint8)
+    x = prepare_crop(crop, 32, 128)
+    assert x.shape == (32, 128) and x.dtype == np.float32 and 0.0 <= x.min() and x.max() <= 1.0
+    unfolded = unfold_two_line(crop[:, :, 0])
+    assert unfolded.shape[1] == 140 and unfolded.shape[0] == 28
