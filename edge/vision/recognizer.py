@@ -17,6 +17,7 @@ from .runtime import load_model
 # trained on crops with margins jittered around these values.
 CROP_MARGIN_X = 0.06
 CROP_MARGIN_Y = 0.12
+TWO_LINE_MAX_BOX_ASPECT = 1.6  # a detected box narrower than this (w/h) may hold a two-line plate
 MIN_CANDIDATES = 5
 
 
@@ -67,11 +68,21 @@ class Recognizer:
         return cls(det, PlateReader(load_model(ocr_path, threads)), regions)
 
     def read_crop(
-        self, crop: np.ndarray, box: tuple[int, int, int, int] | None = None, score: float = 1.0
+        self,
+        crop: np.ndarray,
+        box: tuple[int, int, int, int] | None = None,
+        score: float = 1.0,
+        maybe_two_line: bool | None = None,
     ) -> PlateRead | None:
-        """Read one plate crop; None when the OCR sees no characters."""
+        """Read one plate crop; None when the OCR sees no characters.
+
+        A crop that may hold a two-line plate (judged by its shape unless ``maybe_two_line`` says) is read
+        both as one line and unfolded; the better-scoring reading wins.
+        """
         h, w = crop.shape[:2]
-        layouts = [False, True] if w / max(h, 1) < TWO_LINE_MAX_ASPECT else [False]
+        if maybe_two_line is None:
+            maybe_two_line = w / max(h, 1) < TWO_LINE_MAX_ASPECT
+        layouts = [False, True] if maybe_two_line else [False]
         scored: dict[str, tuple[float, float, bool]] = {}  # text -> (rank score, log p, two_line)
         probs_by_layout: dict[bool, np.ndarray] = {}
         for two_line in layouts:
@@ -111,4 +122,5 @@ class Recognizer:
         crop = crop_box(frame, det.box)
         if crop.shape[0] < 4 or crop.shape[1] < 8:
             return None
-        return self.read_crop(crop, det.box, det.score)
+        w, h = det.box[2], det.box[3]
+        return self.read_crop(crop, det.box, det.score, maybe_two_line=w / max(h, 1) < TWO_LINE_MAX_BOX_ASPECT)
