@@ -75,7 +75,8 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=8000)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2, help="PyTorch threads")
+    ap.add_argument("--data-workers", type=int, default=2, help="processes rendering the training images")
     ap.add_argument("--synthetic", type=int, default=60000, help="synthetic plates in all")
     ap.add_argument("--out", type=Path, default=REPO / "models" / "plate_ocr.tflite")
     ap.add_argument("--work", type=Path, default=REPO / "runs" / "ocr")
@@ -93,7 +94,13 @@ def main() -> int:
     n = args.synthetic
     synth_counts = {"us": int(n * 0.5), "eu": int(n * 0.22), "eu2": int(n * 0.1), "br": int(n * 0.18)}
     real_copies = {"us": 30, "eu": 20, "br": 6}
-    x_all, texts, src = ocr_data.build(args.seed, synth_counts, real_copies, workers=args.threads)
+    cache = args.work / f"dataset-seed{args.seed}-n{n}.npz"
+    if cache.exists():  # the same seed and counts give the same images: reuse them
+        z = np.load(cache)
+        x_all, texts, src = z["x"], [str(t) for t in z["texts"]], z["src"]
+    else:
+        x_all, texts, src = ocr_data.build(args.seed, synth_counts, real_copies, workers=args.data_workers)
+        np.savez(cache, x=x_all, texts=np.array(texts), src=src)
     keep = np.array([0 < len(t) <= 16 for t in texts])
     x_all, texts, src = x_all[keep], [t for t, k in zip(texts, keep) if k], src[keep]
     log.info("training images: %d (%d real-derived, %d synthetic) in %.0f s",

@@ -28,7 +28,7 @@ def _jpeg(w: int = 64, h: int = 48) -> bytes:
 def test_good_jpeg_and_png_decode() -> None:
     img = decode_image(_jpeg(64, 48))
     assert img.shape == (48, 64, 3) and img.dtype == np.uint8
-    ok, png = cv2.imencode(".png", np.zeros((20, 30, 3), np.uint8))
+    _ok, png = cv2.imencode(".png", np.zeros((20, 30, 3), np.uint8))
     assert decode_image(png.tobytes()).shape == (20, 30, 3)
     assert image_size(_jpeg(100, 50)) == (100, 50)
 
@@ -47,7 +47,7 @@ def test_truncated_jpeg() -> None:
 
 
 def test_one_pixel_image() -> None:
-    ok, png = cv2.imencode(".png", np.zeros((1, 1, 3), np.uint8))
+    _ok, png = cv2.imencode(".png", np.zeros((1, 1, 3), np.uint8))
     with pytest.raises(ImageError, match="too small: 1x1"):
         decode_image(png.tobytes())
 

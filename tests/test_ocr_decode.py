@@ -87,7 +87,7 @@ def _reader_for(steps: list[dict[str, float]], regions: tuple[str, ...]) -> Reco
 
 def test_brazil_format_reorders_but_never_invents() -> None:
     # the model prefers 'O' (a letter) in a digit position; the Brazilian format prefers the digit
-    steps = spell("ABC") + [{"O": 0.6, "0": 0.35}, {}] + spell("123")
+    steps = [*spell("ABC"), {"O": 0.6, "0": 0.35}, {}, *spell("123")]
     crop = np.full((40, 160, 3), 200, np.uint8)
     plain = _reader_for(steps, ()).read_crop(crop)
     br = _reader_for(steps, ("br",)).read_crop(crop)
@@ -109,6 +109,6 @@ def test_prepare_crop_shape_range_and_unfold() -> None:
     rng = np.random.default_rng(0)
     crop = rng.integers(0, 255, (50, 70, 3), dtype=np.uint8)
     x = prepare_crop(crop, 32, 128)
-    assert x.shape == (32, 128) and x.dtype == np.float32 and 0.0 <= x.min() and x.max() <= 1.0
+    assert x.shape == (32, 128) and x.dtype == np.float32 and x.min() >= 0.0 and x.max() <= 1.0
     unfolded = unfold_two_line(crop[:, :, 0])
     assert unfolded.shape[1] == 140 and unfolded.shape[0] == 28

@@ -6,6 +6,7 @@ US reading depends on these: no public US set with plate text exists beyond plat
 
 from __future__ import annotations
 
+import functools
 import string
 from pathlib import Path
 
@@ -46,12 +47,25 @@ EU_TWO_LINE = [("LL DD", "LLL DD"), ("LL", "DDDLL"), ("LLL", "DDDD"), ("L DD", "
                ("DD", "LLLDD"), ("LL D", "DDDD"), ("LLDD", "LLL")]
 
 
-def _fill(rng: np.random.Generator, pattern: str) -> str:
-    return "".join(rng.choice(list(L)) if c == "L" else rng.choice(list(D)) if c == "D" else c for c in pattern)
+# Most US states and EU countries leave out I, O and Q (they look like 1 and 0); Brazil uses all 26 letters.
+L_SERIAL = "".join(c for c in L if c not in "IOQ")
 
 
+def _fill(rng: np.random.Generator, pattern: str, letters: str = L_SERIAL) -> str:
+    return "".join(rng.choice(list(letters)) if c == "L" else rng.choice(list(D)) if c == "D" else c for c in pattern)
+
+
+@functools.lru_cache(maxsize=512)
 def _font(path: str, size: int) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(path, size)
+
+
+@functools.lru_cache(maxsize=8192)
+def _char_width(path: str, size: int, c: str) -> float:
+    if c == " ":
+        return size * 0.35
+    b = _font(path, size).getbbox(c)
+    return float(b[2] - b[0])
 
 
 def _draw_text_fit(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], text: str, font_path: str,
@@ -59,17 +73,21 @@ def _draw_text_fit(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], te
     """Draw ``text`` into ``box`` (x0, y0, x1, y1), as large as fits, with a random letter spacing."""
     x0, y0, x1, y1 = box
     bw, bh = x1 - x0, y1 - y0
-    size = bh
     spacing = float(rng.uniform(-0.02, 0.12))
-    while size > 6:
+
+    def measure(size: int) -> tuple[list[float], float, int]:
         f = _font(font_path, size)
-        widths = [f.getbbox(c)[2] - f.getbbox(c)[0] if c != " " else size * 0.35 for c in text]
-        total = sum(widths) + spacing * size * (len(text) - 1)
+        widths = [_char_width(font_path, size, c) for c in text]
         asc = f.getbbox("A")
-        th = asc[3] - asc[1]
-        if total <= bw and th <= bh:
-            break
-        size -= 2
+        return widths, sum(widths) + spacing * size * (len(text) - 1), asc[3] - asc[1]
+
+    size = bh
+    widths, total, th = measure(size)
+    size = max(6, int(size * min(1.0, bw / max(total, 1), bh / max(th, 1))))
+    widths, total, th = measure(size)
+    while (total > bw or th > bh) and size > 6:
+        size -= 1
+        widths, total, th = measure(size)
     f = _font(font_path, size)
     asc = f.getbbox("A")
     th = asc[3] - asc[1]
@@ -170,7 +188,7 @@ def render_br(rng: np.random.Generator) -> tuple[np.ndarray, str]:
     w, h = 400, 130
     mercosur = rng.random() < 0.35
     if mercosur:
-        text = _fill(rng, "LLLDLDD")
+        text = _fill(rng, "LLLDLDD", L)
         img = Image.new("RGB", (w, h), _rand_color(rng, 215, 256))
         d = ImageDraw.Draw(img)
         d.rectangle((0, 0, w, 26), fill=(0, 40, int(rng.integers(130, 200))))
@@ -178,7 +196,7 @@ def render_br(rng: np.random.Generator) -> tuple[np.ndarray, str]:
         _draw_text_fit(d, (14, 32, w - 14, h - 8), text, str(rng.choice(FONT_FILES)), (0, 0, 0), rng)
         d.rectangle((1, 1, w - 2, h - 2), outline=(0, 0, 0), width=3)
         return np.array(img)[:, :, ::-1].copy(), text
-    text = _fill(rng, "LLLDDDD")
+    text = _fill(rng, "LLLDDDD", L)
     grey = int(rng.integers(150, 230))
     red = rng.random() < 0.15  # commercial plates: red with white characters
     bg = (200, 30, 30) if red else (grey, grey, grey)
@@ -212,12 +230,12 @@ def perspective(img: np.ndarray, rng: np.random.Generator, amount: float) -> np.
 
 
 def background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    base = rng.integers(0, 256, 3)
-    bg = np.empty((h, w, 3), np.float32)
-    bg[:] = base
-    bg += rng.normal(0, rng.uniform(2, 25), (h, w, 1))
+    """A plain, noisy, sometimes shaded surface (car body, bumper) around the plate."""
+    base = rng.integers(0, 256, 3).astype(np.float32)
+    noise = rng.normal(0, rng.uniform(2, 25), (max(1, h // 4), max(1, w // 4))).astype(np.float32)
+    bg = cv2.resize(noise, (w, h), interpolation=cv2.INTER_LINEAR)[:, :, None] + base
     if rng.random() < 0.5:
-        bg += np.linspace(-40, 40, w)[None, :, None] * rng.uniform(-1, 1)
+        bg += (np.linspace(-40, 40, w, dtype=np.float32) * rng.uniform(-1, 1))[None, :, None]
     return np.clip(bg, 0, 255).astype(np.uint8)
 
 
