@@ -70,9 +70,12 @@ def paste_synthetic(img: np.ndarray, boxes: list[list[float]], rng: np.random.Ge
     boxes.append([x, y, pw, ph])
 
 
+MIN_SCALE, MAX_SCALE = 0.35, 1.6  # down to 0.35 so that plates filling half the frame are seen too
+
+
 def make_patch(scene: tuple[np.ndarray, np.ndarray], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     img, boxes = scene
-    s = float(np.exp(rng.uniform(np.log(0.5), np.log(1.6))))
+    s = float(np.exp(rng.uniform(np.log(MIN_SCALE), np.log(MAX_SCALE))))
     img = cv2.resize(img, None, fx=s, fy=s, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
     boxes = boxes * s
     H, W = img.shape[:2]

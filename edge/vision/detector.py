@@ -26,13 +26,14 @@ class Letterbox:
     pad_y: int
 
 
-def letterbox(frame_bgr: np.ndarray, height: int, width: int) -> tuple[np.ndarray, Letterbox]:
-    """Resize keeping the aspect ratio into a height x width RGB float32 canvas (0..1), padded with grey.
+def letterbox(frame_bgr: np.ndarray, height: int, width: int, shrink: float = 1.0) -> tuple[np.ndarray, Letterbox]:
+    """Resize keeping the aspect ratio into a height x width RGB float32 canvas (0..1), padded with grey;
+    ``shrink`` > 1 makes the frame that many times smaller than the canvas, centred.
 
     Shared with the training script so that training and inference see identical pixels.
     """
     h, w = frame_bgr.shape[:2]
-    scale = min(width / w, height / h)
+    scale = min(width / w, height / h) / shrink
     nw, nh = max(1, int(round(w * scale))), max(1, int(round(h * scale)))
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     resized = cv2.resize(frame_bgr, (nw, nh), interpolation=interp)
@@ -76,7 +77,9 @@ def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, floa
 class PlateDetector:
     """Finds plates in a BGR frame."""
 
-    def __init__(self, model: Model, threshold: float = 0.3, nms_iou: float = 0.3) -> None:
+    def __init__(self, model: Model, threshold: float = 0.3, nms_iou: float = 0.3, zoom_out: float = 2.5) -> None:
+        """``zoom_out``: when a frame yields nothing, look again with the frame that many times smaller, for
+        plates too close to the camera for the network's receptive field (0 or 1 turns it off)."""
         shape = model.inputs[0].shape
         if len(shape) != 4 or shape[0] != 1 or shape[3] != 3:
             raise ModelError(f"detector input must be [1, H, W, 3], got {list(shape)}")
@@ -93,9 +96,16 @@ class PlateDetector:
         self._model = model
         self.threshold = threshold
         self.nms_iou = nms_iou
+        self.zoom_out = zoom_out
 
     def detect(self, frame_bgr: np.ndarray) -> list[Detection]:
-        x, lb = letterbox(frame_bgr, self.height, self.width)
+        found = self._detect(frame_bgr, 1.0)
+        if not found and self.zoom_out > 1:
+            found = self._detect(frame_bgr, self.zoom_out)
+        return found
+
+    def _detect(self, frame_bgr: np.ndarray, shrink: float) -> list[Detection]:
+        x, lb = letterbox(frame_bgr, self.height, self.width, shrink)
         outs = self._model.run(x[None])
         heat = outs[self._heat_index][0, :, :, 0]
         boxes = outs[self._box_index][0]
