@@ -56,9 +56,13 @@ def validation_paths() -> set[Path]:
     return val
 
 
+def _is_scene_label(txt: Path) -> bool:
+    return any(txt.with_suffix(sfx).exists() for sfx in (".jpg", ".jpeg", ".png"))
+
+
 def find_units(root: Path) -> tuple[list[Path], list[Path]]:
-    """(scene folders, crop ground-truth files) under root."""
-    scenes = sorted({p.parent for p in root.rglob("*.txt")} | ({root} if any(root.glob("*.txt")) else set()))
+    """(scene folders: NAME.txt beside NAME.jpg, crop ground-truth files) under root."""
+    scenes = sorted({p.parent for p in [*root.glob("*.txt"), *root.rglob("*.txt")] if _is_scene_label(p)})
     crops = sorted(root.rglob("groundtruth.csv"))
     return scenes, crops
 
