@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Accuracy benchmark: score folders in the plates-dev layout, per region; prints a table and a JSON line.
 
-Scenes (NAME.jpg + NAME.txt): detection recall (a detection with IoU > 0.4 against the annotated box) and
-exact read rate (the read whose box overlaps the annotation best equals the label).
+Scenes (NAME.jpg + NAME.txt): detection recall (a detector box with IoU > 0.4 against the annotated box) and
+exact read rate (the read, after the recogniser's confidence filter, whose box overlaps the annotation best,
+at IoU > 0.4, equals the label); also reads per image that overlap no annotation ("other reads": unlabelled
+plates, badges, signs).
 Crops (groundtruth.csv rows file,region,plate): exact read rate of each crop read as a plate (OCR only).
 Both strict and with O/0 and I/1 merged. Labels are normalised (upper case, no spaces or dashes) and the
 corrections in scripts/label_corrections.csv are applied.
@@ -110,15 +112,17 @@ def main() -> int:
                 except ImageError as e:
                     print(f"{scene.path}: {e}", file=sys.stderr)
                     continue
-                reads = recognizer(region).recognize(frame)
-                st = stats[f"scenes-{region or 'any'}"]
+                rec = recognizer(region)
+                detections = rec.detector.detect(frame)
+                reads = rec.read_detections(frame, detections)
+                st = stats[f"{root.name}:scenes-{region or 'any'}"]
                 st["images"] += 1
                 for b in scene.boxes:
                     gt = (b.x, b.y, b.w, b.h)
                     st["plates"] += 1
+                    st["detected"] += any(iou(d.box, gt) > 0.4 for d in detections)
                     overlaps = [(iou(r.box, gt), r) for r in reads]
                     best = max(overlaps, key=lambda t: t[0], default=(0.0, None))
-                    st["detected"] += best[0] > 0.4
                     if not b.text:
                         continue
                     st["labelled"] += 1
@@ -127,6 +131,8 @@ def main() -> int:
                     st["merged"] += merged(text) == merged(b.text)
                     if text != b.text:
                         misses.append(f"{scene.path.name}\t{b.text}\t{text or '-'}\tiou={best[0]:.2f}")
+                gts = [(b.x, b.y, b.w, b.h) for b in scene.boxes]
+                st["other_reads"] += sum(all(iou(r.box, g) <= 0.4 for g in gts) for r in reads)
         for gt_file in crop_files:
             folder = gt_file.parent
             with open(gt_file) as f:
@@ -146,7 +152,7 @@ def main() -> int:
                     continue
                 r = recognizer(region).read_crop(crop)
                 text = r.text if r else ""
-                st = stats[f"crops-{region}"]
+                st = stats[f"{root.name}:crops-{region}"]
                 st["images"] += 1
                 st["labelled"] += 1
                 st["exact"] += text == label
@@ -154,12 +160,13 @@ def main() -> int:
                 if text != label:
                     misses.append(f"{name}\t{label}\t{text or '-'}")
     result: dict[str, dict[str, float | int]] = {}
-    print(f"{'set':<14}{'images':>7}{'det.recall':>11}{'exact':>8}{'O/0 I/1':>9}")
+    print(f"{'set':<28}{'images':>7}{'det.recall':>11}{'exact':>8}{'O/0 I/1':>9}{'other/img':>10}")
     for name in sorted(stats):
         st = stats[name]
         row: dict[str, float | int] = {"images": st["images"]}
-        if name.startswith("scenes"):
+        if ":scenes" in name:
             row["detection_recall"] = st["detected"] / max(st["plates"], 1)
+            row["other_reads_per_image"] = st["other_reads"] / max(st["images"], 1)
         if st["labelled"]:
             row["exact"] = st["exact"] / st["labelled"]
             row["exact_merged"] = st["merged"] / st["labelled"]
@@ -167,7 +174,8 @@ def main() -> int:
         det = f"{row['detection_recall'] * 100:10.1f}%" if "detection_recall" in row else f"{'-':>11}"
         ex = f"{row['exact'] * 100:7.1f}%" if "exact" in row else f"{'-':>8}"
         mg = f"{row['exact_merged'] * 100:8.1f}%" if "exact_merged" in row else f"{'-':>9}"
-        print(f"{name:<14}{st['images']:>7}{det}{ex}{mg}")
+        other = f"{row['other_reads_per_image']:10.2f}" if "other_reads_per_image" in row else f"{'-':>10}"
+        print(f"{name:<28}{st['images']:>7}{det}{ex}{mg}{other}")
     if args.errors:
         print("\n".join(misses))
     print(json.dumps({"bench": "accuracy", "split": args.split, "formats": not args.no_formats,

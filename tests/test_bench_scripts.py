@@ -31,8 +31,8 @@ def test_bench_accuracy_on_a_folder_in_the_plates_dev_layout(tmp_path: Path) -> 
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["bench"] == "accuracy"
-    scenes_us = out["results"]["scenes-us"]
+    scenes_us = out["results"]["set:scenes-us"]
     assert scenes_us["images"] == 2 and scenes_us["detection_recall"] == 1.0 and scenes_us["exact"] == 1.0
-    crops_us = out["results"]["crops-us"]
+    crops_us = out["results"]["set:crops-us"]
     assert crops_us["images"] == 2 and crops_us["exact"] == 0.5
-    assert "scenes-us" in res.stdout.splitlines()[1] or "crops-us" in res.stdout
+    assert "set:scenes-us" in res.stdout and "set:crops-us" in res.stdout

@@ -167,7 +167,10 @@ class PlateReader:
     def probabilities(self, crop_bgr: np.ndarray, two_line: bool = False) -> np.ndarray:
         x = prepare_crop(crop_bgr, self.height, self.width, two_line)
         probs: np.ndarray = self._model.run(x[None, :, :, None])[0][0]
-        return probs
+        # an int8 softmax dequantises to rows that sum to slightly more or less than 1: renormalise, so
+        # that string probabilities stay probabilities
+        normalised: np.ndarray = probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-6)
+        return normalised
 
     def read(self, crop_bgr: np.ndarray, two_line: bool = False) -> list[tuple[str, float]]:
         """Candidate strings with log probabilities, best first (no format rules applied)."""

@@ -50,10 +50,19 @@ def crop_box(
 class Recognizer:
     """Detects and reads plates; ``regions`` are the formats expected where the unit is installed."""
 
-    def __init__(self, detector: PlateDetector, reader: PlateReader, regions: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        detector: PlateDetector,
+        reader: PlateReader,
+        regions: tuple[str, ...] = (),
+        min_confidence: float = 0.1,
+        min_chars: int = 3,
+    ) -> None:
         self.detector = detector
         self.reader = reader
         self.rules = rules_for(regions)
+        self.min_confidence = min_confidence
+        self.min_chars = min_chars
 
     @classmethod
     def from_files(
@@ -99,7 +108,7 @@ class Recognizer:
         fmt = match_format(best, self.rules) if self.rules else None
         return PlateRead(
             text=best,
-            confidence=math.exp(best_logp),
+            confidence=min(1.0, math.exp(best_logp)),
             char_confidences=char_confidences_for(best, probs_by_layout[two_line]),
             box=box if box is not None else (0, 0, w, h),
             candidates=tuple(Candidate(t, math.exp(lp)) for t, (_, lp, _) in ranked[: max(MIN_CANDIDATES, 8)]),
@@ -111,16 +120,18 @@ class Recognizer:
 
     def recognize(self, frame: np.ndarray) -> list[PlateRead]:
         """All plates read in a BGR frame, in order of detection score."""
+        return self.read_detections(frame, self.detector.detect(frame))
+
+    def read_detections(self, frame: np.ndarray, detections: list[Detection]) -> list[PlateRead]:
+        """Read each detected box; keeps reads of at least ``min_chars`` characters and ``min_confidence``
+        (badges, signs and tail lights that the detector takes for plates mostly fail one or the other)."""
         reads = []
-        for det in self.detector.detect(frame):
-            r = self._read_detection(frame, det)
-            if r is not None:
+        for det in detections:
+            crop = crop_box(frame, det.box)
+            if crop.shape[0] < 4 or crop.shape[1] < 8:
+                continue
+            w, h = det.box[2], det.box[3]
+            r = self.read_crop(crop, det.box, det.score, maybe_two_line=w / max(h, 1) < TWO_LINE_MAX_BOX_ASPECT)
+            if r is not None and len(r.text) >= self.min_chars and r.confidence >= self.min_confidence:
                 reads.append(r)
         return reads
-
-    def _read_detection(self, frame: np.ndarray, det: Detection) -> PlateRead | None:
-        crop = crop_box(frame, det.box)
-        if crop.shape[0] < 4 or crop.shape[1] < 8:
-            return None
-        w, h = det.box[2], det.box[3]
-        return self.read_crop(crop, det.box, det.score, maybe_two_line=w / max(h, 1) < TWO_LINE_MAX_BOX_ASPECT)
