@@ -16,7 +16,6 @@ corrections in scripts/label_corrections.csv are applied.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import time
@@ -135,9 +134,7 @@ def main() -> int:
                 st["other_reads"] += sum(all(iou(r.box, g) <= 0.4 for g in gts) for r in reads)
         for gt_file in crop_files:
             folder = gt_file.parent
-            with open(gt_file) as f:
-                rows = [r for r in csv.reader(f) if len(r) >= 3 and r[0] != "file"]
-            for name, reg, plate in rows:
+            for name, reg, plate in data.groundtruth_rows(gt_file):
                 path = folder / name
                 if not path.exists():
                     path = folder / "crops" / name

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import random
 import shutil
 import sys
 import time
@@ -28,7 +27,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from alpr_train import data, export, synth
-from alpr_train.models import ExportDetector, PlateDetectorNet, count_macs
+from alpr_train.models import ExportDetector, PlateDetectorNet, count_macs, seed_everything
 from edge.vision.detector import STRIDE, decode, iou, letterbox
 
 REPO = Path(__file__).resolve().parents[1]
@@ -187,10 +186,7 @@ def main() -> int:
     ap.add_argument("--precision", choices=["int8", "fp16", "fp32"], default="int8")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.set_num_threads(args.threads)
+    seed_everything(args.seed, args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
 

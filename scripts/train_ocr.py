@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import random
 import shutil
 import sys
 import time
@@ -24,7 +23,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the edge package, when not installed
 
 from alpr_train import export, ocr_data
-from alpr_train.models import ExportOCR, PlateOCR, count_macs
+from alpr_train.models import ExportOCR, PlateOCR, count_macs, seed_everything
 from edge.vision.ocr import CHARSET, NUM_CLASSES, greedy_char_confidences
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,10 +83,7 @@ def main() -> int:
                     help="which exported variant becomes --out")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.set_num_threads(args.threads)
+    seed_everything(args.seed, args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
 
     t0 = time.time()

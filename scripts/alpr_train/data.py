@@ -111,30 +111,30 @@ def dashcam_scenes(root: Path = SHARED_DATA) -> list[Scene]:
     return out
 
 
+def groundtruth_rows(path: Path) -> list[tuple[str, str, str]]:
+    """(file, region, plate) rows of a crops ``groundtruth.csv``, header and short rows skipped."""
+    with open(path) as f:
+        return [(r[0], r[1], r[2]) for r in csv.reader(f) if len(r) >= 3 and r[0] != "file"]
+
+
 def plates_dev_crops(root: Path = SHARED_DATA) -> list[Crop]:
     folder = root / "plates-dev" / "crops" / "us"
     out = []
-    with open(folder / "groundtruth.csv") as f:
-        for row in csv.reader(f):
-            if len(row) < 3 or row[0] == "file":
-                continue
-            text = normalise(row[2])
-            out.append(Crop(folder / row[0], "us", text, f"us-crop/{text}", country=row[1]))
+    for name, state, plate in groundtruth_rows(folder / "groundtruth.csv"):
+        text = normalise(plate)
+        out.append(Crop(folder / name, "us", text, f"us-crop/{text}", country=state))
     return out
 
 
 def br_eu_crops(root: Path = SHARED_DATA) -> list[Crop]:
     folder = root / "crops-br-eu"
     out = []
-    with open(folder / "groundtruth.csv") as f:
-        for row in csv.reader(f):
-            if len(row) < 3 or row[0] == "file":
-                continue
-            text = normalise(row[2])
-            if row[1] == "br":
-                out.append(Crop(folder / row[0], "br", text, f"br-crop/{text}"))
-            else:
-                out.append(Crop(folder / row[0], "eu", text, f"eu2-crop/{text}", True, row[1]))
+    for name, region, plate in groundtruth_rows(folder / "groundtruth.csv"):
+        text = normalise(plate)
+        if region == "br":
+            out.append(Crop(folder / name, "br", text, f"br-crop/{text}"))
+        else:
+            out.append(Crop(folder / name, "eu", text, f"eu2-crop/{text}", True, region))
     return out
 
 

@@ -86,6 +86,18 @@ class ExportDetector(nn.Module):
         return torch.sigmoid(heat).permute(0, 2, 3, 1), box.permute(0, 2, 3, 1)
 
 
+def seed_everything(seed: int, threads: int) -> None:
+    """Seed Python, NumPy and PyTorch and fix the thread count: the same command gives the same model."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+
+
 def count_macs(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
     """(parameters, multiply-accumulates) of conv and linear layers for one input."""
     macs = 0
