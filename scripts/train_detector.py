@@ -69,7 +69,7 @@ def paste_synthetic(img: np.ndarray, boxes: list[list[float]], rng: np.random.Ge
     boxes.append([x, y, pw, ph])
 
 
-MIN_SCALE, MAX_SCALE = 0.35, 1.6  # down to 0.35 so that plates filling half the frame are seen too
+MIN_SCALE, MAX_SCALE = 0.5, 1.6  # scale jitter on the letterboxed frame; very close plates: see zoom_out
 
 
 def make_patch(scene: tuple[np.ndarray, np.ndarray], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
