@@ -71,7 +71,7 @@ def val_sets() -> dict[str, tuple[np.ndarray, list[str]]]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--steps", type=int, default=7000)
+    ap.add_argument("--steps", type=int, default=6000)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--threads", type=int, default=2, help="PyTorch threads")
@@ -89,7 +89,7 @@ def main() -> int:
     t0 = time.time()
     n = args.synthetic
     synth_counts = {"us": int(n * 0.5), "eu": int(n * 0.22), "eu2": int(n * 0.1), "br": int(n * 0.18)}
-    real_copies = {"us": 30, "eu": 20, "br": 10}
+    real_copies = {"us": 30, "eu": 20, "br": 6}
     cache = args.work / f"dataset-seed{args.seed}-n{n}.npz"
     if cache.exists():  # the same seed and counts give the same images: reuse them
         z = np.load(cache)

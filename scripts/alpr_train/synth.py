@@ -118,8 +118,7 @@ def render_us(rng: np.random.Generator) -> tuple[np.ndarray, str]:
     fg = _rand_color(rng, 0, 90) if lum > 110 else _rand_color(rng, 200, 256)
     if rng.random() < 0.3:
         fg = (int(rng.integers(100, 200)), 0, 0) if lum > 110 else fg
-    # half the plates from the serial alphabet, half from all 26 letters (vanity plates and many states use O)
-    text = _fill(rng, str(rng.choice(US_PATTERNS)), L_SERIAL if rng.random() < 0.5 else L)
+    text = _fill(rng, str(rng.choice(US_PATTERNS)))
     shown = text
     if len(text) >= 5 and rng.random() < 0.5:
         k = int(rng.integers(2, len(text) - 1))
