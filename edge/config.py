@@ -1,0 +1,312 @@
+"""Typed settings, read once from TOML and validated; every error names the key and what is wrong.
+
+Each section is a frozen dataclass whose fields carry their bounds and a description in ``metadata``. Unknown keys
+are refused (a typo must not silently fall back to a default). Secrets never live here: the database key comes from
+a root-only key file or systemd's LoadCredential (``edge.store.keys``); the config only says where that file is.
+Relative paths are resolved against the config file's folder, so a config and its footage can travel together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .capture.spec import CameraSpec
+
+PACKAGE_MODELS = Path(__file__).resolve().parents[1] / "models"
+ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+REGIONS = ("us", "eu", "br")
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be used; the message names the file and the key."""
+
+
+def _f(
+    default: Any, doc: str, lo: float | None = None, hi: float | None = None, choices: tuple[str, ...] | None = None
+) -> Any:
+    return field(default=default, metadata={"doc": doc, "lo": lo, "hi": hi, "choices": choices})
+
+
+@dataclass(frozen=True)
+class UnitConfig:
+    id: str = _f("alpr-unit", "device id: lower-case letters, digits, - and _, at most 32 (MQTT topics use it)")
+    data_dir: Path = _f(Path("/var/lib/alpr-edge"), "where the encrypted database lives")
+    regions: tuple[str, ...] = _f((), "plate formats expected here (us, eu, br): rank candidates, never rewrite")
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    dir: Path = _f(PACKAGE_MODELS, "folder with plate_detector.tflite and plate_ocr.tflite")
+    threads: int = _f(2, "inference threads", 1, 16)
+    detector_threshold: float = _f(0.3, "plate heatmap threshold", 0.05, 0.95)
+    min_read_confidence: float = _f(0.1, "a single-frame read below this is ignored", 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class GpsConfig:
+    mode: str = _f("gpsd", "gpsd (moving unit), fixed (pole) or none", choices=("gpsd", "fixed", "none"))
+    host: str = _f("127.0.0.1", "gpsd host")
+    port: int = _f(2947, "gpsd port", 1, 65535)
+    max_fix_age_s: float = _f(5.0, "a fix older than this at capture time is 'no fix'", 0.1, 600)
+    lat: float | None = _f(None, "fixed mode: latitude, degrees", -90, 90)
+    lon: float | None = _f(None, "fixed mode: longitude, degrees", -180, 180)
+    alt_m: float | None = _f(None, "fixed mode: altitude, metres", -500, 9000)
+    eph_m: float = _f(5.0, "fixed mode: horizontal error estimate, metres", 0, 10000)
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    path: Path = _f(Path("reads.db"), "SQLCipher database, relative to unit.data_dir")
+    key_file: Path = _f(Path("/etc/alpr-edge/db.key"), "root-only key file (alpr-edge keys init)")
+    min_free_mb: float = _f(64.0, "below this free disk space no read is stored (reported as a fault)", 1, 1e6)
+    scene_min_free_mb: float = _f(512.0, "below this free disk space scene images are no longer stored", 1, 1e6)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    frame_queue: int = _f(4, "frames waiting for recognition; beyond this the oldest is dropped", 1, 256)
+    track_gap_s: float = _f(1.0, "a vehicle pass ends when its plate is not seen for this long", 0.1, 30)
+    min_frames: int = _f(2, "frames a pass needs before it becomes a read (unless confident alone)", 1, 100)
+    single_frame_confidence: float = _f(0.9, "a pass seen in one frame is kept at this confidence", 0, 1)
+    scene_max_width: int = _f(1280, "scene images are scaled down to this width before storing", 320, 4096)
+    jpeg_quality: int = _f(85, "JPEG quality of stored crops and scenes", 30, 100)
+    status_interval_s: float = _f(10.0, "how often the status line is logged and sent to systemd", 1, 3600)
+
+
+@dataclass(frozen=True)
+class Config:
+    unit: UnitConfig
+    models: ModelsConfig
+    gps: GpsConfig
+    store: StoreConfig
+    pipeline: PipelineConfig
+    cameras: tuple[CameraSpec, ...]
+    source: Path | None = None  # the file it came from
+
+    @property
+    def db_path(self) -> Path:
+        return self.unit.data_dir / self.store.path
+
+
+CAMERA_FIELDS: dict[str, tuple[Any, str]] = {
+    "id": (str, "camera id (letters, digits, - and _)"),
+    "name": (str, "a name for people"),
+    "kind": (str, "picamera2, device, url, file or folder"),
+    "uri": (str, "device index, URL, file or folder"),
+    "fps": (float | None, "frame rate: pacing for files and folders, requested rate for cameras"),
+    "loop": (bool, "start a file or folder again at its end"),
+    "width": (int | None, "requested capture width"),
+    "height": (int | None, "requested capture height"),
+    "zones": (list, "capture zones: polygons of [x, y] points in 0..1 frame coordinates"),
+    "backoff_initial_s": (float, "first reconnect delay"),
+    "backoff_max_s": (float, "longest reconnect delay"),
+}
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp)).replace("NoneType", "none")
+
+
+def _coerce(key: str, value: Any, tp: Any, base: Path) -> Any:
+    """Check one value against its annotated type; ints are accepted where floats are expected."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(key, value, a, base)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{key}: unsupported type")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    if tp is Path:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{key}: expected a path string, got {value!r}")
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else (base / p)
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item,) = typing.get_args(tp)[:1]
+        return tuple(_coerce(f"{key}[{i}]", v, item, base) for i, v in enumerate(value))
+    if tp is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")
+
+
+def _section(cls: type[Any], name: str, raw: Any, base: Path) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"[{name}]: expected a table, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(f"{name}.{unknown[0]}: unknown key (known: {', '.join(fields)})")
+    values = {}
+    for fname, f in fields.items():
+        key = f"{name}.{fname}"
+        if fname not in raw:
+            default = f.default
+            values[fname] = default if not isinstance(default, Path) or default.is_absolute() else base / default
+            continue
+        v = _coerce(key, raw[fname], hints[fname], base)
+        lo, hi, choices = f.metadata.get("lo"), f.metadata.get("hi"), f.metadata.get("choices")
+        numeric = isinstance(v, int | float) and not isinstance(v, bool)
+        if numeric and ((lo is not None and v < lo) or (hi is not None and v > hi)):
+            raise ConfigError(f"{key}: {v} is outside {lo}..{hi} ({f.metadata['doc']})")
+        if choices and v not in choices:
+            raise ConfigError(f"{key}: {v!r} is not one of {', '.join(choices)}")
+        values[fname] = v
+    return cls(**values)
+
+
+def _zones(key: str, raw: Any) -> tuple[tuple[tuple[float, float], ...], ...]:
+    if not isinstance(raw, list):
+        raise ConfigError(f"{key}: expected a list of polygons")
+    polys = []
+    for i, poly in enumerate(raw):
+        if not isinstance(poly, list) or len(poly) < 3:
+            raise ConfigError(f"{key}[{i}]: a polygon needs at least 3 [x, y] points")
+        pts = []
+        for j, pt in enumerate(poly):
+            ok = (
+                isinstance(pt, list)
+                and len(pt) == 2
+                and all(isinstance(c, int | float) and not isinstance(c, bool) and 0.0 <= c <= 1.0 for c in pt)
+            )
+            if not ok:
+                raise ConfigError(f"{key}[{i}][{j}]: expected [x, y] with 0 <= x, y <= 1, got {pt!r}")
+            pts.append((float(pt[0]), float(pt[1])))
+        polys.append(tuple(pts))
+    return tuple(polys)
+
+
+def _camera(i: int, raw: Any, base: Path) -> CameraSpec:
+    name = f"camera[{i}]"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{name}: expected a table ([[camera]])")
+    unknown = sorted(set(raw) - set(CAMERA_FIELDS))
+    if unknown:
+        raise ConfigError(f"{name}.{unknown[0]}: unknown key (known: {', '.join(CAMERA_FIELDS)})")
+    for req in ("id", "kind"):
+        if req not in raw:
+            raise ConfigError(f"{name}.{req}: required")
+    vals: dict[str, Any] = {}
+    for k, v in raw.items():
+        tp, _doc = CAMERA_FIELDS[k]
+        vals[k] = _zones(f"{name}.zones", v) if k == "zones" else _coerce(f"{name}.{k}", v, tp, base)
+    if not ID_PATTERN.match(vals["id"]):
+        raise ConfigError(f"{name}.id: {vals['id']!r} must be lower-case letters, digits, - or _ (at most 32)")
+    kinds = ("picamera2", "device", "url", "file", "folder")
+    if vals["kind"] not in kinds:
+        raise ConfigError(f"{name}.kind: {vals['kind']!r} is not one of {', '.join(kinds)}")
+    uri = vals.get("uri", "")
+    if vals["kind"] != "picamera2" and not uri:
+        raise ConfigError(f"{name}.uri: required for kind {vals['kind']!r}")
+    if vals["kind"] in ("file", "folder"):
+        p = Path(uri).expanduser()
+        vals["uri"] = str(p if p.is_absolute() else base / p)
+    if vals["kind"] == "device" and not uri.isdigit():
+        raise ConfigError(f"{name}.uri: a device is its index (0, 1, ...), got {uri!r}")
+    if vals["kind"] == "url" and not re.match(r"^(rtsp|rtsps|http|https)://", uri):
+        raise ConfigError(f"{name}.uri: expected an rtsp:// or http(s):// URL")
+    for k, lo, hi in (
+        ("fps", 0.1, 240),
+        ("width", 16, 8192),
+        ("height", 16, 8192),
+        ("backoff_initial_s", 0.01, 60),
+        ("backoff_max_s", 0.01, 3600),
+    ):
+        v = vals.get(k)
+        if v is not None and not lo <= v <= hi:
+            raise ConfigError(f"{name}.{k}: {v} is outside {lo}..{hi}")
+    vals.setdefault("name", vals["id"])
+    return CameraSpec(**vals)
+
+
+def parse(raw: dict[str, Any], base: Path, source: Path | None = None) -> Config:
+    """Build a Config from parsed TOML; ``base`` resolves relative paths."""
+    known = {"unit", "models", "gps", "store", "pipeline", "camera"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown section (known: {', '.join(sorted(known))})")
+    unit = _section(UnitConfig, "unit", raw.get("unit", {}), base)
+    if not ID_PATTERN.match(unit.id):
+        raise ConfigError(f"unit.id: {unit.id!r} must be lower-case letters, digits, - or _ (at most 32)")
+    for r in unit.regions:
+        if r not in REGIONS:
+            raise ConfigError(f"unit.regions: {r!r} is not one of {', '.join(REGIONS)}")
+    gps = _section(GpsConfig, "gps", raw.get("gps", {}), base)
+    if gps.mode == "fixed" and (gps.lat is None or gps.lon is None):
+        raise ConfigError("gps.lat: fixed mode needs gps.lat and gps.lon")
+    store = _section(StoreConfig, "store", raw.get("store", {}), base)
+    if store.scene_min_free_mb < store.min_free_mb:
+        raise ConfigError("store.scene_min_free_mb: must not be below store.min_free_mb (scenes go first)")
+    cams_raw = raw.get("camera", [])
+    if not isinstance(cams_raw, list) or not cams_raw:
+        raise ConfigError("camera: at least one [[camera]] table is required")
+    cameras = tuple(_camera(i, c, base) for i, c in enumerate(cams_raw))
+    ids = [c.id for c in cameras]
+    dup = next((i for i in ids if ids.count(i) > 1), None)
+    if dup:
+        raise ConfigError(f"camera.id: {dup!r} is used by more than one camera")
+    return Config(
+        unit=unit,
+        models=_section(ModelsConfig, "models", raw.get("models", {}), base),
+        gps=gps,
+        store=store,
+        pipeline=_section(PipelineConfig, "pipeline", raw.get("pipeline", {}), base),
+        cameras=cameras,
+        source=source,
+    )
+
+
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def load(path: Path) -> Config:
+    """Read and validate a TOML config file; ConfigError names the file and the key."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror})") from e
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes; not a config file")
+    try:
+        raw = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: {e}") from e
+    try:
+        return parse(raw, path.resolve().parent, path)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from e
