@@ -6,12 +6,14 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from . import __version__
+from . import __version__, config
 from .vision.image import ImageError, read_image
 from .vision.recognizer import PlateRead, Recognizer
 from .vision.runtime import ModelError
@@ -99,6 +101,75 @@ def cmd_recognize(args: argparse.Namespace) -> int:
     return 0
 
 
+DEFAULT_CONFIG = Path("/etc/alpr-edge/edge.toml")
+
+
+def cmd_config_validate(args: argparse.Namespace) -> int:
+    try:
+        cfg = config.load(args.file)
+    except config.ConfigError as e:
+        print(f"alpr-edge: {e}", file=sys.stderr)
+        return 2
+    print(f"{args.file}: ok ({len(cfg.cameras)} camera(s), gps {cfg.gps.mode}, database {cfg.db_path})")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Load everything that can fail before starting a thread, so that a bad config or key stops the unit at
+    once with one clear line (systemd shows it) instead of a half-started daemon."""
+    from .daemon import Daemon, NoPosition
+    from .gps import FixedPosition, GpsdClient
+    from .store.errors import KeyFileError, StoreError
+    from .store.keys import load_key
+    from .store.reads import ReadStore
+
+    try:
+        cfg = config.load(args.config)
+        key = load_key(cfg.store.key_file)
+        cfg.unit.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        store = ReadStore.open(
+            cfg.db_path,
+            key,
+            min_free_bytes=int(cfg.store.min_free_mb * 1e6),
+            scene_min_free_bytes=int(cfg.store.scene_min_free_mb * 1e6),
+        )
+        m = cfg.models
+        rec = Recognizer.from_files(
+            m.dir / "plate_detector.tflite",
+            m.dir / "plate_ocr.tflite",
+            cfg.unit.regions,
+            m.threads,
+            m.detector_threshold,
+        )
+        rec.min_confidence = m.min_read_confidence
+    except (config.ConfigError, KeyFileError, StoreError, ModelError, OSError) as e:
+        print(f"alpr-edge: {e}", file=sys.stderr)
+        return 2
+    g = cfg.gps
+    position: GpsdClient | FixedPosition | NoPosition
+    if g.mode == "gpsd":
+        position = GpsdClient(host=g.host, port=g.port, max_fix_age_s=g.max_fix_age_s)
+    elif g.mode == "fixed" and g.lat is not None and g.lon is not None:
+        position = FixedPosition(g.lat, g.lon, alt_m=g.alt_m, eph_m=g.eph_m)
+    else:
+        position = NoPosition()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        st = Daemon(cfg, rec, store, position).run(stop, exit_when_sources_end=not args.forever)
+    finally:
+        store.close()
+    print(
+        f"alpr-edge: {st.reads} read(s) stored from {len(cfg.cameras)} camera(s); {st.frames} frames in "
+        f"{st.uptime_s:.1f} s ({st.fps:.1f} fps), {st.dropped} dropped; gps {st.gps}; database {cfg.db_path}",
+        flush=True,
+    )
+    if st.faults:
+        print(f"alpr-edge: faults at exit: {'; '.join(st.faults)}", flush=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="alpr-edge", description="Automated license plate reader for edge devices.")
     p.add_argument("--version", action="version", version=f"alpr-edge {__version__}")
@@ -117,13 +188,43 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--threads", type=int, default=2, help="inference threads (default 2)")
     r.add_argument("--models", type=Path, default=None, help="folder with plate_detector.tflite and plate_ocr.tflite")
     r.set_defaults(func=cmd_recognize)
+
+    run = sub.add_parser(
+        "run",
+        help="run the reader: capture, recognise, track, GPS-tag and store every read",
+        description="Run the unit until SIGTERM (or, for recorded footage, until every source has ended).",
+    )
+    run.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=f"TOML settings (default {DEFAULT_CONFIG})")
+    run.add_argument(
+        "--forever", action="store_true", help="keep running when recorded footage ends (cameras never end)"
+    )
+    run.add_argument(
+        "--log-level",
+        default="info",
+        choices=("debug", "info", "warning", "error"),
+        help="logging level on stderr (debug may show plate text)",
+    )
+    run.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("config", help="check a settings file", description="Configuration commands.")
+    csub = c.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    v = csub.add_parser(
+        "validate",
+        help="validate a TOML settings file; errors name the key",
+        description="Validate a settings file and say what is wrong, naming the key.",
+    )
+    v.add_argument("file", type=Path, help="the TOML file")
+    v.set_defaults(func=cmd_config_validate)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING
+    if getattr(args, "log_level", None):
+        level = getattr(logging, args.log_level.upper())
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
+        level=level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     rc: int = args.func(args)

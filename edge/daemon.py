@@ -1,0 +1,324 @@
+"""The appliance: cameras -> recogniser -> tracker -> recorder (GPS fix + encrypted store), one direction.
+
+Threads: one per camera (``CameraStream``), one recognition worker that owns the tracker, one recorder that owns
+the store's writer. Between capture and recognition a small bounded queue drops the OLDEST frame when recognition
+falls behind (and counts it); between the tracker and the recorder the queue is unbounded, because a Read is never
+dropped: when the disk is full the recorder keeps it and retries. The main thread reports status to systemd and
+pings the watchdog only while the workers are alive and making progress.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .capture.frame import Frame
+from .capture.spec import CameraSpec
+from .capture.stream import CameraStream
+from .capture.zones import ZoneMask
+from .config import Config
+from .gps import NO_FIX, Fix, FixedPosition, GpsdClient
+from .sdnotify import Notifier
+from .store.errors import StoreError, StoreFullError
+from .store.reads import ReadStore
+from .vision.recognizer import PlateRead, Recognizer
+from .vision.tracker import Read, Tracker, TrackerSettings
+
+log = logging.getLogger(__name__)
+STALL_S = 30.0  # a worker that has not looped for this long stops the watchdog pings
+
+
+class FrameQueue:
+    """Bounded, drop-oldest: live video must stay live, so a late frame is worth less than the next one."""
+
+    def __init__(self, size: int) -> None:
+        self._q: deque[Frame] = deque()
+        self._size = size
+        self._cv = threading.Condition()
+        self.dropped = 0
+
+    def put(self, frame: Frame) -> None:
+        with self._cv:
+            if len(self._q) >= self._size:
+                self._q.popleft()
+                self.dropped += 1
+            self._q.append(frame)
+            self._cv.notify()
+
+    def get(self, timeout: float) -> Frame | None:
+        with self._cv:
+            if not self._q:
+                self._cv.wait(timeout)
+            return self._q.popleft() if self._q else None
+
+    def __len__(self) -> int:
+        with self._cv:
+            return len(self._q)
+
+
+class NoPosition:
+    """gps.mode = "none": every read says so explicitly."""
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def fix_at(self, wall_time: float) -> Fix:
+        return NO_FIX
+
+    def state(self) -> str:
+        return "off"
+
+
+@dataclass(frozen=True)
+class Status:
+    """What the unit reports: sd_notify STATUS, the periodic log line, the run summary."""
+
+    uptime_s: float
+    frames: int
+    fps: float  # over the last status interval
+    dropped: int
+    reads: int  # stored
+    pending: int  # reads waiting for the store
+    gps: str
+    faults: tuple[str, ...]
+
+    def line(self) -> str:
+        faults = "; ".join(self.faults) if self.faults else "none"
+        return (
+            f"fps {self.fps:.1f}, frames {self.frames}, dropped {self.dropped}, reads {self.reads}, "
+            f"pending {self.pending}, gps {self.gps}, faults: {faults}"
+        )
+
+
+@dataclass
+class _Counters:
+    frames: int = 0
+    reads: int = 0
+    errors: int = 0
+    recognize_beat: float = field(default_factory=time.monotonic)
+    record_beat: float = field(default_factory=time.monotonic)
+    store_fault: str | None = None
+    recognize_fault: str | None = None
+
+
+class Daemon:
+    """Wires the stages for one unit. ``run`` blocks until ``stop`` is set or every source has ended."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        recognizer: Recognizer,
+        store: ReadStore,
+        position: GpsdClient | FixedPosition | NoPosition,
+        notifier: Notifier | None = None,
+        on_stored: Callable[[Read], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.recognizer = recognizer
+        self.store = store
+        self.position = position
+        self.notifier = notifier or Notifier()
+        self.on_stored = on_stored
+        p = cfg.pipeline
+        self.tracker = Tracker(
+            TrackerSettings(
+                gap_s=p.track_gap_s,
+                min_frames=p.min_frames,
+                single_frame_confidence=p.single_frame_confidence,
+                scene_max_width=p.scene_max_width,
+                jpeg_quality=p.jpeg_quality,
+            )
+        )
+        self.frames = FrameQueue(p.frame_queue)
+        self.reads: queue.Queue[Read | None] = queue.Queue()
+        self.capture_stop = threading.Event()
+        self.counters = _Counters()
+        self.started = time.monotonic()
+        self.streams = [CameraStream(spec, self.frames.put, self.capture_stop) for spec in cfg.cameras]
+        self._masks: dict[tuple[str, int, int], ZoneMask] = {}
+        self._specs: dict[str, CameraSpec] = {c.id: c for c in cfg.cameras}
+        self._fps_mark = (self.started, 0)
+
+    # -- workers -------------------------------------------------------------------------------------------
+
+    def _in_zone(self, frame: Frame, plates: list[PlateRead]) -> list[PlateRead]:
+        spec = self._specs[frame.camera_id]
+        if not spec.zones:
+            return plates
+        h, w = frame.image.shape[:2]
+        key = (frame.camera_id, w, h)
+        if key not in self._masks:
+            self._masks[key] = ZoneMask.for_frame(spec.zones, w, h)
+        mask = self._masks[key]
+        return [p for p in plates if mask.contains_box(p.box)]
+
+    def _recognize_loop(self, capture_done: threading.Event) -> None:
+        c = self.counters
+        while True:
+            c.recognize_beat = time.monotonic()
+            frame = self.frames.get(timeout=0.2)
+            if frame is None:
+                for r in self.tracker.expire(None, time.monotonic()):
+                    self.reads.put(r)
+                if capture_done.is_set() and len(self.frames) == 0:
+                    break
+                continue
+            try:
+                plates = self._in_zone(frame, self.recognizer.recognize(frame.image))
+                ended = self.tracker.update(frame, plates)
+                c.recognize_fault = None
+            except Exception as e:  # a bad frame or an interpreter error must not stop the unit
+                c.errors += 1
+                c.recognize_fault = f"recognition error: {type(e).__name__}"
+                log.exception("recognition failed on a frame from camera %s", frame.camera_id)
+                continue
+            c.frames += 1
+            for r in ended:
+                self.reads.put(r)
+        for r in self.tracker.flush():
+            self.reads.put(r)
+        self.reads.put(None)
+
+    def _record_loop(self) -> None:
+        c = self.counters
+        delay = 0.5
+        while True:
+            c.record_beat = time.monotonic()
+            try:
+                read = self.reads.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            if read is None:
+                break
+            fix = self.position.fix_at(read.best_seen)
+            while True:  # never drop a Read: keep it and retry until the store takes it
+                c.record_beat = time.monotonic()
+                try:
+                    result = self.store.add(read, fix)
+                except StoreFullError as e:
+                    c.store_fault = f"disk full: {e}"
+                except StoreError as e:
+                    c.store_fault = f"store error: {e}"
+                else:
+                    c.store_fault = None
+                    delay = 0.5
+                    c.reads += 1
+                    log.info(
+                        "stored read %s (camera %s, %d frames%s)",
+                        result.uuid,
+                        read.camera_id,
+                        read.frames_seen,
+                        "" if result.scene_stored else ", scene image not stored: disk low",
+                    )
+                    if self.on_stored:
+                        self.on_stored(read)
+                    break
+                log.error("cannot store read %s, retrying in %.1f s: %s", read.uuid, delay, c.store_fault)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    # -- status --------------------------------------------------------------------------------------------
+
+    def status(self) -> Status:
+        now = time.monotonic()
+        c = self.counters
+        t0, f0 = self._fps_mark
+        fps = (c.frames - f0) / (now - t0) if now > t0 else 0.0
+        faults = []
+        for s in self.streams:
+            st = s.status()
+            if st.fault:
+                faults.append(f"camera {st.camera_id}: {st.fault}")
+        gps_state = self.position.state() if isinstance(self.position, NoPosition) else self.position.status().state
+        if isinstance(self.position, GpsdClient) and gps_state != "fix":
+            faults.append(f"gps: {gps_state}")
+        try:
+            st_store = self.store.status()
+            if st_store.fault:
+                faults.append(f"store: {st_store.fault}")
+            elif not st_store.scene_images_on:
+                faults.append("store: disk low, scene images not stored")
+        except StoreError as e:
+            faults.append(f"store: {e}")
+        if c.store_fault:
+            faults.append(c.store_fault)
+        if c.recognize_fault:
+            faults.append(c.recognize_fault)
+        return Status(
+            uptime_s=now - self.started,
+            frames=c.frames,
+            fps=fps,
+            dropped=self.frames.dropped,
+            reads=c.reads,
+            pending=self.reads.qsize(),
+            gps=gps_state,
+            faults=tuple(dict.fromkeys(faults)),
+        )
+
+    def healthy(self) -> bool:
+        now = time.monotonic()
+        return now - self.counters.recognize_beat < STALL_S and now - self.counters.record_beat < STALL_S
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event, exit_when_sources_end: bool = True) -> Status:
+        """Run until ``stop`` (SIGTERM) or, for recorded footage, until every source has ended; then drain:
+        frames already captured are recognised, open passes become reads, and every read is stored."""
+        self.position.start()
+        capture_done = threading.Event()
+        recognizer = threading.Thread(target=self._recognize_loop, args=(capture_done,), name="recognize")
+        recorder = threading.Thread(target=self._record_loop, name="record")
+        recognizer.start()
+        recorder.start()
+        for s in self.streams:
+            s.start()
+        self.started = time.monotonic()
+        self._fps_mark = (self.started, 0)
+        self.notifier.ready(self.status().line())
+        log.info("running: %d camera(s), unit %s", len(self.streams), self.cfg.unit.id)
+        interval = self.cfg.pipeline.status_interval_s
+        ping_every = min(1.0, self.notifier.watchdog_s / 3) if self.notifier.watchdog_s else 1.0
+        next_status = time.monotonic() + interval
+        while not stop.wait(ping_every):
+            if exit_when_sources_end and all(s.finished for s in self.streams):
+                break
+            if self.healthy():
+                self.notifier.watchdog()
+            else:
+                log.error("a worker has stalled; withholding the watchdog ping so that systemd restarts the unit")
+            if time.monotonic() >= next_status:
+                st = self.status()
+                self.notifier.status(st.line())
+                log.info("status: %s", st.line())
+                self._fps_mark = (time.monotonic(), self.counters.frames)
+                next_status = time.monotonic() + interval
+        final = self.status()  # fps over the run so far, before draining
+        self.notifier.stopping("draining")
+        log.info("stopping: draining %d frame(s) and %d read(s)", len(self.frames), self.reads.qsize())
+        self.capture_stop.set()
+        for s in self.streams:
+            s.join(timeout=10)
+        capture_done.set()
+        recognizer.join()
+        recorder.join()
+        self.position.stop()
+        end = self.status()
+        elapsed = time.monotonic() - self.started
+        return Status(
+            uptime_s=elapsed,
+            frames=end.frames,
+            fps=end.frames / elapsed if elapsed > 0 else 0.0,
+            dropped=end.dropped,
+            reads=end.reads,
+            pending=end.pending,
+            gps=final.gps,
+            faults=end.faults,
+        )
