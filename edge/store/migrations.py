@@ -1,0 +1,125 @@
+"""Numbered schema migrations, each applied in its own transaction and recorded in ``schema_migrations``.
+
+Append new migrations at the end with the next number; never edit one that has shipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from .db import Connection, DBError
+from .errors import StoreError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Migration:
+    number: int
+    name: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "reads and their images",
+        (
+            """CREATE TABLE reads (
+                uuid TEXT PRIMARY KEY,
+                camera_id TEXT NOT NULL,
+                text TEXT NOT NULL,
+                confidence REAL NOT NULL,
+                char_confidences TEXT NOT NULL,  -- JSON array of floats
+                candidates TEXT NOT NULL,        -- JSON array of [text, confidence], best first
+                region TEXT,
+                plate_format TEXT,
+                box_x INTEGER NOT NULL,
+                box_y INTEGER NOT NULL,
+                box_w INTEGER NOT NULL,
+                box_h INTEGER NOT NULL,
+                first_seen REAL NOT NULL,        -- UTC epoch seconds
+                last_seen REAL NOT NULL,
+                best_seen REAL NOT NULL,
+                frames_seen INTEGER NOT NULL,
+                fix_source TEXT NOT NULL,
+                fix_mode INTEGER NOT NULL,
+                lat REAL,
+                lon REAL,
+                alt_m REAL,
+                fix_time REAL,
+                fix_age_s REAL,
+                eph_m REAL,
+                speed_mps REAL,
+                track_deg REAL,
+                stored_at REAL NOT NULL
+            )""",
+            "CREATE INDEX reads_by_time ON reads (best_seen)",
+            "CREATE INDEX reads_by_camera_time ON reads (camera_id, best_seen)",
+            # Images apart from the rows, so that listing reads does not page through JPEGs.
+            """CREATE TABLE read_images (
+                read_uuid TEXT NOT NULL REFERENCES reads (uuid) ON DELETE CASCADE,
+                kind TEXT NOT NULL CHECK (kind IN ('crop', 'scene')),
+                jpeg BLOB NOT NULL,
+                PRIMARY KEY (read_uuid, kind)
+            )""",
+        ),
+    ),
+)
+
+
+def _check_numbering(migrations: tuple[Migration, ...]) -> None:
+    for i, m in enumerate(migrations, start=1):
+        if m.number != i:
+            raise ValueError(f"migration {m.name!r} is numbered {m.number}, expected {i}")
+
+
+def applied_migrations(conn: Connection) -> set[int]:
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        " number INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+    )
+    return {int(r[0]) for r in conn.execute("SELECT number FROM schema_migrations").fetchall()}
+
+
+def migrate(conn: Connection, migrations: tuple[Migration, ...] = MIGRATIONS) -> list[int]:
+    """Apply the migrations not yet recorded, in order; returns the numbers applied (empty when up to date).
+
+    Each migration and its record commit together, so a crash leaves it either fully applied or not at all.
+    """
+    _check_numbering(migrations)
+    try:
+        done = applied_migrations(conn)
+        newest = max(done, default=0)
+        if newest > len(migrations):
+            raise StoreError(
+                f"the database has schema version {newest}, newer than this alpr-edge knows ({len(migrations)})"
+            )
+        applied: list[int] = []
+        for m in migrations:
+            if m.number in done:
+                continue
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                # Checked again inside the write lock, in case another process migrated meanwhile.
+                if conn.execute("SELECT 1 FROM schema_migrations WHERE number = ?", (m.number,)).fetchone():
+                    conn.execute("ROLLBACK")
+                    continue
+                for sql in m.statements:
+                    conn.execute(sql)
+                conn.execute(
+                    "INSERT INTO schema_migrations (number, name, applied_at) VALUES (?, ?, ?)",
+                    (m.number, m.name, time.time()),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.rollback()
+                raise
+            log.info("applied database migration %d (%s)", m.number, m.name)
+            applied.append(m.number)
+        return applied
+    except DBError as e:
+        raise StoreError(f"database migration failed: {e}") from e
