@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from . import __version__, config
+from .store import commands as store_commands
 from .vision.image import ImageError, read_image
 from .vision.recognizer import PlateRead, Recognizer
 from .vision.runtime import ModelError
@@ -207,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     c = sub.add_parser("config", help="check a settings file", description="Configuration commands.")
-    csub = c.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    csub = c.add_subparsers(dest="config_command", required=True, metavar="ACTION", help="what to do")
     v = csub.add_parser(
         "validate",
         help="validate a TOML settings file; errors name the key",
@@ -215,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     v.add_argument("file", type=Path, help="the TOML file")
     v.set_defaults(func=cmd_config_validate)
+    store_commands.register(sub)
     return p
 
 

@@ -30,9 +30,15 @@ class ConfigError(ValueError):
 
 
 def _f(
-    default: Any, doc: str, lo: float | None = None, hi: float | None = None, choices: tuple[str, ...] | None = None
+    default: Any,
+    doc: str,
+    lo: float | None = None,
+    hi: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    in_data_dir: bool = False,
 ) -> Any:
-    return field(default=default, metadata={"doc": doc, "lo": lo, "hi": hi, "choices": choices})
+    meta = {"doc": doc, "lo": lo, "hi": hi, "choices": choices, "in_data_dir": in_data_dir}
+    return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)
@@ -64,7 +70,7 @@ class GpsConfig:
 
 @dataclass(frozen=True)
 class StoreConfig:
-    path: Path = _f(Path("reads.db"), "SQLCipher database, relative to unit.data_dir")
+    path: Path = _f(Path("reads.db"), "SQLCipher database, relative to unit.data_dir", in_data_dir=True)
     key_file: Path = _f(Path("/etc/alpr-edge/db.key"), "root-only key file (alpr-edge keys init)")
     min_free_mb: float = _f(64.0, "below this free disk space no read is stored (reported as a fault)", 1, 1e6)
     scene_min_free_mb: float = _f(512.0, "below this free disk space scene images are no longer stored", 1, 1e6)
@@ -174,8 +180,12 @@ def _section(cls: type[Any], name: str, raw: Any, base: Path) -> Any:
     for fname, f in fields.items():
         key = f"{name}.{fname}"
         if fname not in raw:
-            default = f.default
-            values[fname] = default if not isinstance(default, Path) or default.is_absolute() else base / default
+            values[fname] = f.default
+            continue
+        if f.metadata.get("in_data_dir"):
+            if not isinstance(raw[fname], str) or not raw[fname]:
+                raise ConfigError(f"{key}: expected a path string, got {raw[fname]!r}")
+            values[fname] = Path(raw[fname])
             continue
         v = _coerce(key, raw[fname], hints[fname], base)
         lo, hi, choices = f.metadata.get("lo"), f.metadata.get("hi"), f.metadata.get("choices")
@@ -234,8 +244,8 @@ def _camera(i: int, raw: Any, base: Path) -> CameraSpec:
     if vals["kind"] in ("file", "folder"):
         p = Path(uri).expanduser()
         vals["uri"] = str(p if p.is_absolute() else base / p)
-    if vals["kind"] == "device" and not uri.isdigit():
-        raise ConfigError(f"{name}.uri: a device is its index (0, 1, ...), got {uri!r}")
+    if vals["kind"] == "device" and not (uri.isdigit() or uri.startswith("/dev/")):
+        raise ConfigError(f"{name}.uri: a device is its index (0, 1, ...) or a /dev/ path, got {uri!r}")
     if vals["kind"] == "url" and not re.match(r"^(rtsp|rtsps|http|https)://", uri):
         raise ConfigError(f"{name}.uri: expected an rtsp:// or http(s):// URL")
     for k, lo, hi in (

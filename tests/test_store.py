@@ -525,8 +525,10 @@ def test_every_command_has_help() -> None:
             elif action.dest != "help":
                 assert action.help, action.dest
     assert seen == 4  # keys, keys init, reads, reads list
+    from edge.store.commands import _resolve
+
     reads_list = p.parse_args(["reads", "list"])
-    assert reads_list.db == Path("/var/lib/alpr-edge/reads.db") and reads_list.key_file == Path("/etc/alpr-edge/db.key")
+    assert _resolve(reads_list) == (Path("/var/lib/alpr-edge/reads.db"), Path("/etc/alpr-edge/db.key"))
 
 
 def test_keys_init_writes_the_key_but_never_prints_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -101,11 +101,23 @@ def format_table(reads: list[StoredRead]) -> str:
     return "\n".join(lines)
 
 
+def _resolve(args: argparse.Namespace) -> tuple[Path, Path]:
+    """Database and key file: an explicit option wins, then the settings file (--config), then the defaults."""
+    db, key_file = getattr(args, "db", None), args.key_file
+    if args.config is not None:
+        from ..config import load
+
+        cfg = load(args.config)
+        db = db or cfg.db_path
+        key_file = key_file or cfg.store.key_file
+    return db or DEFAULT_DB, key_file or DEFAULT_KEY_FILE
+
+
 def cmd_keys_init(args: argparse.Namespace) -> int:
-    path: Path = args.key_file
     try:
+        _, path = _resolve(args)
         create_key_file(path)
-    except KeyFileError as e:
+    except (KeyFileError, ValueError) as e:  # ConfigError is a ValueError
         print(f"alpr-edge: {e}", file=sys.stderr)
         return 2
     print(f"wrote a new database key to {path} (mode 0600)")
@@ -114,8 +126,9 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
 
 def cmd_reads_list(args: argparse.Namespace) -> int:
     try:
-        key = load_key(args.key_file)
-        with ReadStore.open(args.db, key, create=False) as store:
+        db, key_file = _resolve(args)
+        key = load_key(key_file)
+        with ReadStore.open(db, key, create=False) as store:
             reads = store.list_reads(limit=args.limit, since=args.since, until=args.until, camera_id=args.camera)
     except (StoreError, ValueError) as e:  # KeyFileError is a StoreError
         print(f"alpr-edge: {e}", file=sys.stderr)
@@ -132,11 +145,12 @@ def cmd_reads_list(args: argparse.Namespace) -> int:
 
 def _store_args(p: argparse.ArgumentParser, *, db: bool) -> None:
     if db:
-        p.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"encrypted read database (default {DEFAULT_DB})")
+        p.add_argument("--db", type=Path, default=None, help=f"encrypted read database (default {DEFAULT_DB})")
+    p.add_argument("--config", type=Path, default=None, help="take the database and key file from this settings file")
     p.add_argument(
         "--key-file",
         type=Path,
-        default=DEFAULT_KEY_FILE,
+        default=None,
         help=f"database key file (default {DEFAULT_KEY_FILE}; $CREDENTIALS_DIRECTORY/alpr-edge-db-key wins when set)",
     )
 
@@ -148,7 +162,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="manage the database key",
         description="The key that encrypts the read database lives in a root-only file, never in the configuration.",
     )
-    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION", help="what to do")
     init = keys_sub.add_parser(
         "init",
         help="create a new random database key file (mode 0600); never overwrites one",
@@ -163,7 +177,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="query the stored reads",
         description=f"Query the encrypted read database. {_ACCESS_NOTE}",
     )
-    reads_sub = reads.add_subparsers(dest="reads_command", required=True, metavar="ACTION")
+    reads_sub = reads.add_subparsers(dest="reads_command", required=True, metavar="ACTION", help="what to do")
     lst = reads_sub.add_parser(
         "list",
         help="list stored reads, newest first",
