@@ -197,7 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=f"TOML settings (default {DEFAULT_CONFIG})")
     run.add_argument(
-        "--forever", action="store_true", help="keep running when recorded footage ends (cameras never end)"
+        "--forever",
+        action="store_true",
+        help="keep running when recorded footage (files, folders) has ended; without it the run ends with them",
     )
     run.add_argument(
         "--log-level",

@@ -270,7 +270,8 @@ class Daemon:
     # -- lifecycle -----------------------------------------------------------------------------------------
 
     def run(self, stop: threading.Event, exit_when_sources_end: bool = True) -> Status:
-        """Run until ``stop`` (SIGTERM) or, for recorded footage, until every source has ended; then drain:
+        """Run until ``stop`` (SIGTERM) or, when there is recorded footage, until every file and folder has ended
+        (live cameras are then stopped too); then drain:
         frames already captured are recognised, open passes become reads, and every read is stored."""
         self.position.start()
         capture_done = threading.Event()
@@ -284,11 +285,12 @@ class Daemon:
         self._fps_mark = (self.started, 0)
         self.notifier.ready(self.status().line())
         log.info("running: %d camera(s), unit %s", len(self.streams), self.cfg.unit.id)
+        recorded = [s for s in self.streams if s.spec.recorded]  # live cameras never end
         interval = self.cfg.pipeline.status_interval_s
         ping_every = min(1.0, self.notifier.watchdog_s / 3) if self.notifier.watchdog_s else 1.0
         next_status = time.monotonic() + interval
         while not stop.wait(ping_every):
-            if exit_when_sources_end and all(s.finished for s in self.streams):
+            if exit_when_sources_end and recorded and all(s.finished for s in recorded):
                 break
             if self.healthy():
                 self.notifier.watchdog()

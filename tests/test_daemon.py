@@ -145,7 +145,7 @@ def test_degrades_when_a_camera_and_gps_are_gone_and_the_disk_is_low(tmp_path: P
     cfg = unit(
         tmp_path,
         frames,
-        fps=50,
+        fps=20,  # about 2 s of footage: status reports at 1 s intervals
         gps=f'[gps]\nmode = "gpsd"\nport = {port}\n',
         cameras=f'[[camera]]\nid = "rear"\nkind = "url"\nuri = "http://user:secret@127.0.0.1:{port}/video"\n'
         "backoff_initial_s = 0.1\nbackoff_max_s = 0.5\n",
@@ -156,7 +156,8 @@ def test_degrades_when_a_camera_and_gps_are_gone_and_the_disk_is_low(tmp_path: P
     p = start(cfg, env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock")})
     try:
         msgs: list[str] = []
-        while p.poll() is None:
+        deadline = time.monotonic() + 90
+        while p.poll() is None and time.monotonic() < deadline:
             msgs += drain(sock)
         out, err = p.communicate(timeout=60)
     finally:
