@@ -67,6 +67,96 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        2,
+        "hot lists: signed bundles in force, manual entries with approval, change record",
+        (
+            # One row per list in force; replacing a row (one transaction) is the atomic swap to a new version.
+            """CREATE TABLE hotlist_bundles (
+                list_id TEXT PRIMARY KEY,
+                version INTEGER NOT NULL,
+                created REAL NOT NULL,           -- UTC epoch seconds, from the signed header
+                received_at REAL NOT NULL,
+                entry_count INTEGER NOT NULL,
+                sha256 TEXT NOT NULL,            -- of the whole signed bundle
+                bundle BLOB NOT NULL             -- the signed bundle as received (verified again at load)
+            )""",
+            """CREATE TABLE hotlist_manual_entries (
+                entry_id TEXT PRIMARY KEY,       -- uuid4
+                plate_pattern TEXT NOT NULL,     -- A-Z0-9 with * and ? wildcards
+                state TEXT,
+                list_code TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                instructions TEXT NOT NULL,
+                vehicle_description TEXT,
+                case_number TEXT NOT NULL,
+                synopsis TEXT NOT NULL,
+                entered_by TEXT NOT NULL,
+                requesting_officer TEXT NOT NULL,
+                entered_at REAL NOT NULL,
+                expires_at REAL,
+                status TEXT NOT NULL CHECK (status IN ('pending', 'active', 'rejected', 'removed')),
+                approved_by TEXT,
+                approved_at REAL
+            )""",
+            """CREATE TABLE hotlist_changes (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                at REAL NOT NULL,
+                actor TEXT NOT NULL,
+                action TEXT NOT NULL,            -- e.g. bundle-accepted, bundle-refused, entry-added, entry-approved
+                entry_id TEXT,
+                details TEXT NOT NULL            -- JSON
+            )""",
+        ),
+    ),
+    Migration(
+        3,
+        "user accounts",
+        (
+            """CREATE TABLE users (
+                name TEXT PRIMARY KEY,
+                role TEXT NOT NULL CHECK (role IN ('operator', 'investigator', 'administrator', 'auditor',
+                                                  'technician')),
+                password_hash TEXT NOT NULL,     -- argon2id
+                training_completed TEXT,         -- ISO date; no access before it (P12)
+                disabled INTEGER NOT NULL DEFAULT 0,
+                failed_logins INTEGER NOT NULL DEFAULT 0,
+                locked_until REAL,
+                created_at REAL NOT NULL,
+                password_changed_at REAL NOT NULL
+            )""",
+        ),
+    ),
+    Migration(
+        4,
+        "hits, alerts and their outcomes",
+        (
+            """CREATE TABLE hits (
+                uuid TEXT PRIMARY KEY,
+                read_uuid TEXT NOT NULL,         -- not a foreign key: a hit outlives the read's retention
+                list_id TEXT NOT NULL,
+                list_version INTEGER NOT NULL,
+                entry_id TEXT NOT NULL,
+                wanted_plate TEXT NOT NULL,
+                matched_text TEXT NOT NULL,
+                match_kind TEXT NOT NULL,
+                match_detail TEXT NOT NULL,      -- JSON: substitutions and their confidences
+                list_age_s REAL NOT NULL,
+                list_stale INTEGER NOT NULL,
+                created_at REAL NOT NULL,
+                published_at REAL
+            )""",
+            "CREATE INDEX hits_by_time ON hits (created_at)",
+            """CREATE TABLE hit_outcomes (
+                uuid TEXT PRIMARY KEY,
+                hit_uuid TEXT NOT NULL REFERENCES hits (uuid),
+                outcome TEXT NOT NULL,
+                officer TEXT NOT NULL,
+                at REAL NOT NULL,
+                note TEXT NOT NULL DEFAULT ''
+            )""",
+        ),
+    ),
 )
 
 
