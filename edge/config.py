@@ -88,6 +88,31 @@ class PipelineConfig:
 
 
 @dataclass(frozen=True)
+class HotlistConfig:
+    public_keys: tuple[Path, ...] = _f((), "headquarters' Ed25519 public keys (PEM) that may sign list bundles")
+    sources: tuple[str, ...] = _f((), "where updates are offered: folders of *.hlb bundles or https:// URLs")
+    ca_file: Path | None = _f(None, "CA bundle for https sources (default: the system's)")
+    refresh_interval_min: float = _f(60.0, "how often sources are checked (at most 24 h, P4)", 1, 1440)
+    stale_after_h: float = _f(24.0, "a list older than this is shown as 'hot list stale'", 1, 168)
+    lookalike_limit: int = _f(2, "at most this many look-alike characters (0/O, 8/B, ...) in a match", 0, 4)
+    recheck_hours: float = _f(6.0, "a new manual entry is also checked against reads of this many hours", 0, 720)
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    page: bool = _f(True, "serve the in-car alert page")
+    page_bind: str = _f("127.0.0.1", "address of the alert page: the in-car network only")
+    page_port: int = _f(8080, "port of the alert page", 1, 65535)
+    mqtt_host: str = _f("", "broker for the communications center; empty: alerts are not published on MQTT")
+    mqtt_port: int = _f(8883, "broker port", 1, 65535)
+    mqtt_username: str = _f("", "broker user name (empty: client certificate only)")
+    mqtt_password_file: Path | None = _f(None, "file holding the broker password (never the password itself)")
+    mqtt_ca_file: Path | None = _f(None, "CA certificate of the broker (TLS)")
+    mqtt_cert_file: Path | None = _f(None, "this unit's client certificate (TLS)")
+    mqtt_key_file: Path | None = _f(None, "this unit's client key (TLS)")
+
+
+@dataclass(frozen=True)
 class Config:
     unit: UnitConfig
     models: ModelsConfig
@@ -95,6 +120,8 @@ class Config:
     store: StoreConfig
     pipeline: PipelineConfig
     cameras: tuple[CameraSpec, ...]
+    hotlist: HotlistConfig = HotlistConfig()
+    alerts: AlertsConfig = AlertsConfig()
     source: Path | None = None  # the file it came from
 
     @property
@@ -264,7 +291,7 @@ def _camera(i: int, raw: Any, base: Path) -> CameraSpec:
 
 def parse(raw: dict[str, Any], base: Path, source: Path | None = None) -> Config:
     """Build a Config from parsed TOML; ``base`` resolves relative paths."""
-    known = {"unit", "models", "gps", "store", "pipeline", "camera"}
+    known = {"unit", "models", "gps", "store", "pipeline", "camera", "hotlist", "alerts"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown section (known: {', '.join(sorted(known))})")
@@ -280,6 +307,16 @@ def parse(raw: dict[str, Any], base: Path, source: Path | None = None) -> Config
     store = _section(StoreConfig, "store", raw.get("store", {}), base)
     if store.scene_min_free_mb < store.min_free_mb:
         raise ConfigError("store.scene_min_free_mb: must not be below store.min_free_mb (scenes go first)")
+    hotlist = _section(HotlistConfig, "hotlist", raw.get("hotlist", {}), base)
+    srcs = []
+    for i, src in enumerate(hotlist.sources):
+        if "://" in src:
+            if not src.startswith("https://"):
+                raise ConfigError(f"hotlist.sources[{i}]: only https:// URLs or folders, got {src!r}")
+            srcs.append(src)
+        else:
+            srcs.append(str(Path(src) if Path(src).is_absolute() else base / src))
+    hotlist = dataclasses.replace(hotlist, sources=tuple(srcs))
     cams_raw = raw.get("camera", [])
     if not isinstance(cams_raw, list) or not cams_raw:
         raise ConfigError("camera: at least one [[camera]] table is required")
@@ -295,6 +332,8 @@ def parse(raw: dict[str, Any], base: Path, source: Path | None = None) -> Config
         store=store,
         pipeline=_section(PipelineConfig, "pipeline", raw.get("pipeline", {}), base),
         cameras=cameras,
+        hotlist=hotlist,
+        alerts=_section(AlertsConfig, "alerts", raw.get("alerts", {}), base),
         source=source,
     )
 
