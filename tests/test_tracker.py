@@ -134,3 +134,13 @@ def test_vote_and_similarity() -> None:
     assert text_similarity("ABC1234", "ABC1234") == 1.0
     assert abs(text_similarity("ABC1234", "ABC1284") - 6 / 7) < 1e-9
     assert text_similarity("", "ABC") == 0.0
+
+
+def test_next_car_entering_while_the_previous_pass_is_open_is_its_own_read() -> None:
+    # car 1, far away up the lane, is read for 10 frames and then hidden; 0.95 s later car 2 is first read 330 px
+    # below (the pass of car 1 is still open): a different plate must not be merged into car 1's pass
+    first = [(frame(i, i * 0.04), [plate("WX58213", (600, 300 - i, 100, 25))]) for i in range(10)]
+    t0 = 9 * 0.04 + 0.95
+    second = [(frame(30 + i, t0 + i * 0.04), [plate("RTZ4E28", (600, 600 - 6 * i, 100, 25))]) for i in range(10)]
+    reads = run(Tracker(TrackerSettings()), first + second)
+    assert sorted(r.text for r in reads) == ["RTZ4E28", "WX58213"]

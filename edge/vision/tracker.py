@@ -182,8 +182,11 @@ class Tracker:
         if dist > gate:
             return None
         sim = max(text_similarity(p.text, s.text) for s in t.sightings[-5:])
-        if sim < 0.5 and dist > 0.5 * gate:
-            return None  # a different plate that happens to be near
+        if sim < 0.5 and dist > max(t.box[2], p.box[2]):
+            # A different text is a different plate unless it is right where this one was expected (a bad read of
+            # the same plate). Without this, the next car in the lane, entering while the previous one's pass is
+            # still open, would be swallowed by it.
+            return None
         return dist / gate + (1.0 - sim)
 
     def _start(self, frame: Frame, p: PlateRead) -> _Track:
