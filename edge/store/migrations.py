@@ -79,6 +79,7 @@ MIGRATIONS: tuple[Migration, ...] = (
                 received_at REAL NOT NULL,
                 entry_count INTEGER NOT NULL,
                 sha256 TEXT NOT NULL,            -- of the whole signed bundle
+                source TEXT NOT NULL,            -- where it came from (folder, URL, "import by NAME"), for status
                 bundle BLOB NOT NULL             -- the signed bundle as received (verified again at load)
             )""",
             """CREATE TABLE hotlist_manual_entries (
@@ -131,22 +132,33 @@ MIGRATIONS: tuple[Migration, ...] = (
         4,
         "hits, alerts and their outcomes",
         (
+            # Self-contained: the hit is kept for the outcome record (P8) after its read's retention ends.
             """CREATE TABLE hits (
                 uuid TEXT PRIMARY KEY,
                 read_uuid TEXT NOT NULL,         -- not a foreign key: a hit outlives the read's retention
+                camera_id TEXT NOT NULL,
+                read_text TEXT NOT NULL,
+                read_confidence REAL NOT NULL,
+                seen_at REAL NOT NULL,           -- UTC epoch seconds: the read's best_seen
                 list_id TEXT NOT NULL,
                 list_version INTEGER NOT NULL,
                 entry_id TEXT NOT NULL,
-                wanted_plate TEXT NOT NULL,
+                wanted_plate TEXT NOT NULL,      -- as on the list: A-Z0-9 with * and ? for partial plates
+                wanted_state TEXT,
+                list_code TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                instructions TEXT NOT NULL,
+                case_number TEXT NOT NULL,
                 matched_text TEXT NOT NULL,
                 match_kind TEXT NOT NULL,
-                match_detail TEXT NOT NULL,      -- JSON: substitutions and their confidences
+                match_detail TEXT NOT NULL,      -- JSON: explanation, candidate rank, score, substitutions
                 list_age_s REAL NOT NULL,
                 list_stale INTEGER NOT NULL,
-                created_at REAL NOT NULL,
-                published_at REAL
+                created_at REAL NOT NULL,        -- when the alert was raised
+                published_at REAL                -- when the broker acknowledged it (MQTT PUBACK); NULL until then
             )""",
             "CREATE INDEX hits_by_time ON hits (created_at)",
+            "CREATE INDEX hits_by_read ON hits (read_uuid)",
             """CREATE TABLE hit_outcomes (
                 uuid TEXT PRIMARY KEY,
                 hit_uuid TEXT NOT NULL REFERENCES hits (uuid),
@@ -155,6 +167,7 @@ MIGRATIONS: tuple[Migration, ...] = (
                 at REAL NOT NULL,
                 note TEXT NOT NULL DEFAULT ''
             )""",
+            "CREATE INDEX hit_outcomes_by_hit ON hit_outcomes (hit_uuid, at)",
         ),
     ),
 )
