@@ -107,6 +107,8 @@ class _Counters:
     record_beat: float = field(default_factory=time.monotonic)
     store_fault: str | None = None
     recognize_fault: str | None = None
+    first_frame_at: float | None = None  # monotonic time the first frame was recognised
+    last_frame_at: float | None = None
 
 
 class Daemon:
@@ -181,6 +183,9 @@ class Daemon:
                 log.exception("recognition failed on a frame from camera %s", frame.camera_id)
                 continue
             c.frames += 1
+            c.last_frame_at = time.monotonic()
+            if c.first_frame_at is None:
+                c.first_frame_at = c.last_frame_at
             for r in ended:
                 self.reads.put(r)
         for r in self.tracker.flush():
@@ -314,10 +319,12 @@ class Daemon:
         self.position.stop()
         end = self.status()
         elapsed = time.monotonic() - self.started
+        c = self.counters
+        span = (c.last_frame_at or 0.0) - (c.first_frame_at or 0.0)
         return Status(
             uptime_s=elapsed,
             frames=end.frames,
-            fps=end.frames / elapsed if elapsed > 0 else 0.0,
+            fps=(end.frames - 1) / span if span > 0 else 0.0,  # frames recognised per second, first to last
             dropped=end.dropped,
             reads=end.reads,
             pending=end.pending,
