@@ -310,7 +310,7 @@ class MqttAlertPublisher:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=drain_s + self._connect_timeout + 5.0)
-        left = len(self._queue)
+        left = self.status().queued
         if left:
             log.warning("%d alert(s) not published on MQTT at stop (they remain stored)", left)
 
@@ -340,19 +340,27 @@ class MqttAlertPublisher:
     def _run(self) -> None:
         attempt = 0  # connections in a row that failed or went nowhere: drives the backoff
         while not self._stop.is_set():
-            client = self._connect()
-            if client is None:
-                attempt += 1
-            else:
-                try:
-                    productive = self._serve(client)
-                finally:
-                    self._connected_is(False)
-                    _close(client)
-                attempt = 0 if productive else attempt + 1
+            try:
+                productive = self._attempt()
+            except Exception as e:  # a bug or a paho surprise must not end publishing for good
+                log.exception("MQTT alert publisher: unexpected error")
+                self._fault_is(f"unexpected error: {type(e).__name__}")
+                productive = False
+            attempt = 0 if productive else attempt + 1
             if self._stop.is_set():
                 break
             self._stop.wait(backoff_delay(max(0, attempt - 1), *self._backoff, self._rng))
+
+    def _attempt(self) -> bool:
+        """One connection: connect, publish until it ends. Whether it was productive (resets the backoff)."""
+        client = self._connect()
+        if client is None:
+            return False
+        try:
+            return self._serve(client)
+        finally:
+            self._connected_is(False)
+            _close(client)
 
     def _connect(self) -> mqtt.Client | None:
         """A connected client, or None with the fault recorded."""

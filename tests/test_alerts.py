@@ -422,12 +422,16 @@ def test_a_sink_that_raises_does_not_stop_the_others(db: Db, caplog: pytest.LogC
     def broken(alert: Alert) -> None:
         raise RuntimeError(f"page down while showing {alert.read_text}")
 
-    service = AlertService(db.conn, "unit-7", [broken, got.append, broken], clock=lambda: NOW)
+    def slow(alert: Alert) -> None:
+        time.sleep(0.08)  # a sink that works instead of queueing: named in the log
+
+    service = AlertService(db.conn, "unit-7", [broken, got.append, broken, slow], clock=lambda: NOW)
     read = make_read()
     db.add(read)
     with caplog.at_level(logging.DEBUG, logger="edge.alerts"):
         alerts = service.raise_alerts(read, FIX, [make_hit()], LISTS, 24 * HOUR, scene_stored=True)
     assert got == alerts and service.status().sink_failures == 2
+    assert any("slow" in r.getMessage() and "must queue" in r.getMessage() for r in caplog.records)
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 2 and all("RuntimeError" in r.getMessage() for r in errors)
     assert all("7ABC123" not in r.getMessage() for r in caplog.records if r.levelno >= logging.INFO)
@@ -663,3 +667,56 @@ def test_bench_alerts_runs_and_reports(tmp_path: Path) -> None:
     assert out["bench"] == "alerts" and out["alerts"] == 20
     assert out["published_ms"]["max"] >= out["published_ms"]["p50"] > 0
     assert out["delivered_ms"]["p50"] > 0
+
+
+# --- TLS ------------------------------------------------------------------------------------------------------
+
+
+def make_ca(folder: Path, name: str) -> tuple[Path, Path]:
+    key, crt = folder / f"{name}.key", folder / f"{name}.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", str(key), "-out", str(crt), "-days", "2", "-subj", f"/CN={name}"],
+                   check=True, capture_output=True)  # fmt: skip
+    return key, crt
+
+
+def make_server_cert(folder: Path, ca_key: Path, ca_crt: Path) -> tuple[Path, Path]:
+    key, csr, crt, ext = (folder / f"server.{x}" for x in ("key", "csr", "crt", "ext"))
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+    subprocess.run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", str(key), "-out", str(csr), "-subj", "/CN=127.0.0.1"], check=True, capture_output=True)
+    subprocess.run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key),
+                    "-CAcreateserial", "-out", str(crt), "-days", "2", "-extfile", str(ext)],
+                   check=True, capture_output=True)  # fmt: skip
+    return key, crt
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+def test_tls_broker_trusted_and_untrusted(tmp_path: Path, db: Db) -> None:
+    folder = tmp_path / "tls"
+    folder.mkdir()
+    ca_key, ca_crt = make_ca(folder, "hq-ca")
+    _, other_ca = make_ca(folder, "someone-else")
+    srv_key, srv_crt = make_server_cert(folder, ca_key, ca_crt)
+    b = Broker(folder, {UNIT_USER: UNIT_PW, DISPATCH_USER: DISPATCH_PW})
+    b.conf.write_text(b.conf.read_text() + f"cafile {ca_crt}\ncertfile {srv_crt}\nkeyfile {srv_key}\n")
+    b.start()
+    try:
+        read = make_read()
+        db.add(read)
+        # a broker whose certificate is not signed by the CA we trust: refused, and the alert stays queued
+        untrusted = publisher(b.port, ca_file=other_ca)
+        AlertService(db.conn, "unit-7", [untrusted]).raise_alerts(read, FIX, [make_hit()], LISTS, 24 * HOUR, True)
+        with untrusted:
+            wait_until(lambda: untrusted.status().fault is not None)
+            st = untrusted.status()
+        assert "certificate verify failed" in st.fault.lower() and st.queued == 1 and st.connects == 0
+        trusted = publisher(b.port, ca_file=ca_crt)
+        with trusted:
+            AlertService(db.conn, "unit-7", [trusted]).raise_alerts(read, FIX, [make_hit()], LISTS, 24 * HOUR, True)
+            wait_until(lambda: trusted.status().published == 1)
+        assert trusted.status().fault is None
+    finally:
+        b.stop()
+    with pytest.raises(ValueError, match="mqtt CA file"):
+        publisher(b.port, ca_file=folder / "missing.crt")
