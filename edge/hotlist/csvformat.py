@@ -303,21 +303,26 @@ def _rows(
     ncols = len(header)
     make = _row_parser(header, list_id)
     batch: list[HotEntry] = []
-    lines: list[int] = []
-    first_line: dict[int, int] = {}  # hash -> line, within the batch
-    while True:
+    first_line: dict[int, int] = {}  # entry id hash -> line, for the batch (in the batch's order)
+    batch_size = _SeenIds.BATCH
+    at_end = False
+    while not at_end:
         line_num = reader.line_num + 1  # type: ignore[attr-defined]  # the record's first physical line
         try:
-            row = _next_row(reader, name)
-        except csv.Error as e:
+            row = next(reader)
+        except StopIteration:
+            at_end = True
+        except UnicodeDecodeError as e:
+            raise CsvError(f"{name} is not UTF-8 text (near line {line_num}): {e.reason}") from e
+        except csv.Error as e:  # a broken quote, a huge field: the reader carries on with the next line
             result._error(line_num, "*", f"is not valid CSV ({e})")
             continue
-        if row is not None:
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue  # blank line
+        if not at_end:
             if len(row) != ncols:
-                result._error(line_num, "*", f"has {len(row)} fields, the header has {ncols}")
+                if row and (len(row) > 1 or row[0].strip()):  # not a blank line
+                    result._error(line_num, "*", f"has {len(row)} fields, the header has {ncols}")
                 continue
+            row.append("")  # where the optional columns the file lacks point
             try:
                 entry = make(row)
             except _LineError as e:
@@ -329,61 +334,55 @@ def _rows(
                 continue
             first_line[h] = line_num
             batch.append(entry)
-            lines.append(line_num)
-            if len(batch) < _SeenIds.BATCH:
+            if len(batch) < batch_size:
                 continue
         if batch:
             dups = seen.check(list(first_line))
-            for entry, ln, dup in zip(batch, lines, dups.tolist()):
-                if dup:
-                    result._error(ln, "entry_id", "duplicate of an earlier line; the first is kept")
-                else:
-                    result.good_count += 1
-                    yield entry
+            if not dups.any():
+                result.good_count += len(batch)
+                yield from batch
+            else:
+                for entry, ln, dup in zip(batch, first_line.values(), dups.tolist()):
+                    if dup:
+                        result._error(ln, "entry_id", "duplicate of an earlier line; the first is kept")
+                    else:
+                        result.good_count += 1
+                        yield entry
             batch.clear()
-            lines.clear()
             first_line.clear()
-        if row is None:
-            break
     log.debug("parsed %s: %d entries, %d bad lines", name, result.good_count, result.error_count)
 
 
 def _row_parser(header: dict[str, int], list_id: str) -> Callable[[list[str]], HotEntry]:
     """A function turning one row into a HotEntry or raising _LineError, with the column positions bound and the
-    few distinct dates, states and codes of an extract validated once each (this loop runs a million times)."""
+    few distinct dates, states and codes of an extract validated once each (this loop runs a million times).
+
+    The row it is given has one extra empty field at the end, where the optional columns a file lacks point.
+    """
+    absent = len(header)
     i_plate, i_state, i_code, i_case, i_entered = (header[c] for c in REQUIRED)
-    i_expires, i_instr, i_reason, i_desc, i_id = (header.get(c, -1) for c in OPTIONAL)
+    i_expires, i_instr, i_reason, i_desc, i_id = (header.get(c, absent) for c in OPTIONAL)
     times: dict[str, float | None] = {"": None}
     states: dict[str, str | None] = {"": None}
     codes: dict[str, tuple[str, str]] = {}
-    max_case, max_id = _FIELD_MAX["case_number"], _FIELD_MAX["entry_id"]
-    max_instr, max_reason, max_desc = (
-        _FIELD_MAX["instructions"],
-        _FIELD_MAX["reason"],
-        _FIELD_MAX["vehicle_description"],
-    )
+    limits = tuple((c, header.get(c, absent), n) for c, n in _FIELD_MAX.items())
+    max_instr, max_reason, max_desc, max_case, max_id = (_FIELD_MAX[c] for c in _FIELD_MAX)
     control, plate_re = _CONTROL_RE.search, PLATE_RE.fullmatch
 
     def when(v: str, field: str) -> float | None:
-        t = times.get(v, -1.0)
-        if t == -1.0:
-            try:
-                t = parse_time(v)
-            except ValueError as e:
-                raise _LineError(field, str(e)) from e
-            if len(times) > 100_000:
-                times.clear()
-                times[""] = None
-            times[v] = t
+        try:
+            t = parse_time(v)
+        except ValueError as e:
+            raise _LineError(field, str(e)) from e
+        if len(times) > 100_000:
+            times.clear()
+            times[""] = None
+        times[v] = t
         return t
 
-    def opt(row: list[str], i: int, limit: int, field: str) -> str:
-        if i < 0:
-            return ""
-        v = row[i].strip()
-        if len(v) > limit:
-            raise _LineError(field, f"is {len(v)} characters long, at most {limit} allowed")
-        return v
+    def too_long(row: list[str]) -> _LineError:
+        field, length, n = next((c, len(row[i].strip()), n) for c, i, n in limits if len(row[i].strip()) > n)
+        return _LineError(field, f"is {length} characters long, at most {n} allowed")
 
     def parse(row: list[str]) -> HotEntry:
         if control("".join(row)):  # one search for the common clean row; the field is named when dirty
@@ -414,26 +413,38 @@ def _row_parser(header: dict[str, int], list_id: str) -> Callable[[list[str]], H
         case_number = row[i_case].strip()
         if not case_number:
             raise _LineError("case_number", "is required")
-        if len(case_number) > max_case:
-            raise _LineError("case_number", f"is {len(case_number)} characters long, at most {max_case} allowed")
-        entered = when(row[i_entered].strip(), "entered")
+        raw = row[i_entered].strip()
+        entered = times[raw] if raw in times else when(raw, "entered")
         if entered is None:
             raise _LineError("entered", "is required")
-        expires = when(row[i_expires].strip(), "expires") if i_expires >= 0 else None
+        raw = row[i_expires].strip()
+        expires = times[raw] if raw in times else when(raw, "expires")
         if expires is not None and expires < entered:
             raise _LineError("expires", "is before the entry date")
+        instructions = row[i_instr].strip()
+        reason = row[i_reason].strip()
+        desc = row[i_desc].strip()
+        entry_id = row[i_id].strip()
+        if (
+            len(instructions) > max_instr
+            or len(reason) > max_reason
+            or len(desc) > max_desc
+            or len(case_number) > max_case
+            or len(entry_id) > max_id
+        ):
+            raise too_long(row)
         return HotEntry(
-            opt(row, i_id, max_id, "entry_id") or case_number,
+            entry_id or case_number,
             list_id,
             p,
             state,
             code,
-            opt(row, i_reason, max_reason, "reason") or default,
+            reason or default,
             case_number,
             entered,
             expires,
-            opt(row, i_instr, max_instr, "instructions"),
-            opt(row, i_desc, max_desc, "vehicle_description"),
+            instructions,
+            desc,
         )
 
     return parse
