@@ -96,9 +96,11 @@ MIGRATIONS: tuple[Migration, ...] = (
                 requesting_officer TEXT NOT NULL,
                 entered_at REAL NOT NULL,
                 expires_at REAL,
-                status TEXT NOT NULL CHECK (status IN ('pending', 'active', 'rejected', 'removed')),
+                status TEXT NOT NULL CHECK (status IN ('pending', 'active', 'rejected', 'removed', 'expired')),
                 approved_by TEXT,
-                approved_at REAL
+                approved_at REAL,
+                -- four eyes (P6): never approved by the member who entered it
+                CHECK (approved_by IS NULL OR lower(approved_by) <> lower(entered_by))
             )""",
             """CREATE TABLE hotlist_changes (
                 seq INTEGER PRIMARY KEY AUTOINCREMENT,
