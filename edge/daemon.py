@@ -17,12 +17,15 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .alerts import AlertService
 from .capture.frame import Frame
 from .capture.spec import CameraSpec
 from .capture.stream import CameraStream
 from .capture.zones import ZoneMask
 from .config import Config
 from .gps import NO_FIX, Fix, FixedPosition, GpsdClient
+from .hotlist.manual import recheck_recent_reads
+from .hotlist.service import HotListService
 from .sdnotify import Notifier
 from .store.errors import StoreError, StoreFullError
 from .store.reads import ReadStore
@@ -89,12 +92,14 @@ class Status:
     pending: int  # reads waiting for the store
     gps: str
     faults: tuple[str, ...]
+    hits: int = 0
+    hotlist: str = "off"
 
     def line(self) -> str:
         faults = "; ".join(self.faults) if self.faults else "none"
         return (
             f"fps {self.fps:.1f}, frames {self.frames}, dropped {self.dropped}, reads {self.reads}, "
-            f"pending {self.pending}, gps {self.gps}, faults: {faults}"
+            f"pending {self.pending}, hits {self.hits}, hotlist {self.hotlist}, gps {self.gps}, faults: {faults}"
         )
 
 
@@ -102,6 +107,7 @@ class Status:
 class _Counters:
     frames: int = 0
     reads: int = 0
+    hits: int = 0
     errors: int = 0
     recognize_beat: float = field(default_factory=time.monotonic)
     record_beat: float = field(default_factory=time.monotonic)
@@ -122,6 +128,9 @@ class Daemon:
         position: GpsdClient | FixedPosition | NoPosition,
         notifier: Notifier | None = None,
         on_stored: Callable[[Read], None] | None = None,
+        hotlists: HotListService | None = None,
+        alerts: AlertService | None = None,
+        extra_faults: Callable[[], list[str]] | None = None,
     ) -> None:
         self.cfg = cfg
         self.recognizer = recognizer
@@ -129,6 +138,9 @@ class Daemon:
         self.position = position
         self.notifier = notifier or Notifier()
         self.on_stored = on_stored
+        self.hotlists = hotlists
+        self.alerts = alerts
+        self.extra_faults = extra_faults
         p = cfg.pipeline
         self.tracker = Tracker(
             TrackerSettings(
@@ -200,6 +212,7 @@ class Daemon:
             try:
                 read = self.reads.get(timeout=1.0)
             except queue.Empty:
+                self._recheck_new_entries()
                 continue
             if read is None:
                 break
@@ -225,10 +238,63 @@ class Daemon:
                     )
                     if self.on_stored:
                         self.on_stored(read)
+                    self._check_hotlists(read, fix, result.scene_stored)
                     break
                 log.error("cannot store read %s, retrying in %.1f s: %s", read.uuid, delay, c.store_fault)
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+    def _check_hotlists(self, read: Read, fix: Fix, scene_stored: bool) -> None:
+        """Right after the commit: a hit becomes an alert at once (P7). A failure here never loses the read."""
+        if self.hotlists is None or self.alerts is None:
+            return
+        try:
+            hits, lists = self.hotlists.check(read.text, read.char_confidences, read.candidates)
+            if hits:
+                self.alerts.raise_alerts(read, fix, hits, lists, self.hotlists.stale_after_s, scene_stored)
+                self.counters.hits += len(hits)
+                log.warning("hot list hit: read %s, %d entr%s", read.uuid, len(hits), "y" if len(hits) == 1 else "ies")
+        except Exception:
+            log.exception("hot list check failed for read %s", read.uuid)
+
+    def _recheck_new_entries(self) -> None:
+        """A manual entry that just took effect is checked against the recent reads too (P5)."""
+        if self.hotlists is None or self.alerts is None:
+            return
+        for entry in self.hotlists.take_new_entries():
+            try:
+                found = recheck_recent_reads(
+                    self.store, entry, self.hotlists.matcher.match_one, self.cfg.hotlist.recheck_hours, time.time()
+                )
+                for stored, hit in found:
+                    crop = self.store.image(stored.uuid, "crop") or b""
+                    scene = self.store.image(stored.uuid, "scene")
+                    read = Read(
+                        uuid=stored.uuid,
+                        camera_id=stored.camera_id,
+                        text=stored.text,
+                        confidence=stored.confidence,
+                        char_confidences=stored.char_confidences,
+                        candidates=stored.candidates,
+                        region=stored.region,
+                        plate_format=stored.plate_format,
+                        box=stored.box,
+                        crop_jpeg=crop,
+                        scene_jpeg=scene or b"",
+                        first_seen=stored.first_seen,
+                        last_seen=stored.last_seen,
+                        best_seen=stored.best_seen,
+                        frames_seen=stored.frames_seen,
+                    )
+                    lists = {i.list_id: i for i in self.hotlists.state().lists}
+                    self.alerts.raise_alerts(
+                        read, stored.fix, [hit], lists, self.hotlists.stale_after_s, scene is not None
+                    )
+                    self.counters.hits += 1
+                if found:
+                    log.warning("new hot list entry %s matched %d recent read(s)", entry.entry_id, len(found))
+            except Exception:
+                log.exception("checking recent reads against entry %s failed", entry.entry_id)
 
     # -- status --------------------------------------------------------------------------------------------
 
@@ -257,6 +323,19 @@ class Daemon:
             faults.append(c.store_fault)
         if c.recognize_fault:
             faults.append(c.recognize_fault)
+        hotlist = "off"
+        if self.hotlists is not None:
+            hs = self.hotlists.state()
+            hotlist = f"{hs.entries} entries"
+            configured = bool(self.cfg.hotlist.sources or self.cfg.hotlist.public_keys)
+            if hs.oldest_age_s is None and configured:
+                faults.append("hot list stale: no signed list in force")
+            elif hs.stale:
+                faults.append(f"hot list stale: {hs.oldest_age_s / 3600:.0f} h old")
+            if hs.fault:
+                faults.append(hs.fault)
+        if self.extra_faults is not None:
+            faults.extend(self.extra_faults())
         return Status(
             uptime_s=now - self.started,
             frames=c.frames,
@@ -266,6 +345,8 @@ class Daemon:
             pending=self.reads.qsize(),
             gps=gps_state,
             faults=tuple(dict.fromkeys(faults)),
+            hits=c.hits,
+            hotlist=hotlist,
         )
 
     def healthy(self) -> bool:
@@ -330,4 +411,6 @@ class Daemon:
             pending=end.pending,
             gps=final.gps,
             faults=end.faults,
+            hits=end.hits,
+            hotlist=end.hotlist,
         )
