@@ -6,9 +6,7 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -116,59 +114,9 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Load everything that can fail before starting a thread, so that a bad config or key stops the unit at
-    once with one clear line (systemd shows it) instead of a half-started daemon."""
-    from .daemon import Daemon, NoPosition
-    from .gps import FixedPosition, GpsdClient
-    from .store.errors import KeyFileError, StoreError
-    from .store.keys import load_key
-    from .store.reads import ReadStore
+    from .runner import run
 
-    try:
-        cfg = config.load(args.config)
-        key = load_key(cfg.store.key_file)
-        cfg.unit.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        store = ReadStore.open(
-            cfg.db_path,
-            key,
-            min_free_bytes=int(cfg.store.min_free_mb * 1e6),
-            scene_min_free_bytes=int(cfg.store.scene_min_free_mb * 1e6),
-        )
-        m = cfg.models
-        rec = Recognizer.from_files(
-            m.dir / "plate_detector.tflite",
-            m.dir / "plate_ocr.tflite",
-            cfg.unit.regions,
-            m.threads,
-            m.detector_threshold,
-        )
-        rec.min_confidence = m.min_read_confidence
-    except (config.ConfigError, KeyFileError, StoreError, ModelError, OSError) as e:
-        print(f"alpr-edge: {e}", file=sys.stderr)
-        return 2
-    g = cfg.gps
-    position: GpsdClient | FixedPosition | NoPosition
-    if g.mode == "gpsd":
-        position = GpsdClient(host=g.host, port=g.port, max_fix_age_s=g.max_fix_age_s)
-    elif g.mode == "fixed" and g.lat is not None and g.lon is not None:
-        position = FixedPosition(g.lat, g.lon, alt_m=g.alt_m, eph_m=g.eph_m)
-    else:
-        position = NoPosition()
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    try:
-        st = Daemon(cfg, rec, store, position).run(stop, exit_when_sources_end=not args.forever)
-    finally:
-        store.close()
-    print(
-        f"alpr-edge: {st.reads} read(s) stored from {len(cfg.cameras)} camera(s); {st.frames} frames in "
-        f"{st.uptime_s:.1f} s ({st.fps:.1f} fps), {st.dropped} dropped; gps {st.gps}; database {cfg.db_path}",
-        flush=True,
-    )
-    if st.faults:
-        print(f"alpr-edge: faults at exit: {'; '.join(st.faults)}", flush=True)
-    return 0
+    return run(args.config, args.forever)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -330,7 +330,7 @@ class Daemon:
             configured = bool(self.cfg.hotlist.sources or self.cfg.hotlist.public_keys)
             if hs.oldest_age_s is None and configured:
                 faults.append("hot list stale: no signed list in force")
-            elif hs.stale:
+            elif hs.stale and hs.oldest_age_s is not None:
                 faults.append(f"hot list stale: {hs.oldest_age_s / 3600:.0f} h old")
             if hs.fault:
                 faults.append(hs.fault)

@@ -58,7 +58,7 @@ def stored(tmp_path: Path) -> list:
 
 
 def test_footage_to_encrypted_reads(tmp_path: Path, frames: Path) -> None:
-    cfg = unit(tmp_path, frames, fps=50)
+    cfg = unit(tmp_path, frames, fps=20)
     p = start(cfg)
     out, err = p.communicate(timeout=120)
     assert p.returncode == 0, err
