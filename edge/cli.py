@@ -11,7 +11,10 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from . import __version__, config
+from . import __version__, alerts_commands, config
+from .access import commands as users_commands
+from .hotlist import commands as hotlist_commands
+from .hotlist.manual_commands import register_manual
 from .store import commands as store_commands
 from .vision.image import ImageError, read_image
 from .vision.recognizer import PlateRead, Recognizer
@@ -167,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("file", type=Path, help="the TOML file")
     v.set_defaults(func=cmd_config_validate)
     store_commands.register(sub)
+    register_manual(hotlist_commands.register(sub))
+    alerts_commands.register(sub)
+    users_commands.register(sub)
     return p
 
 

@@ -206,8 +206,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 1 if not rows or any(r.stale for r in rows) else 0
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the ``hotlist`` command to the ``alpr-edge`` parser."""
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    """Add the ``hotlist`` command to the ``alpr-edge`` parser; returns its subcommands for the manual entries."""
     hl = sub.add_parser(
         "hotlist",
         help="hot list bundles: make keys, sign, verify, import, show status",
@@ -278,3 +280,4 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     _store_args(st, db=True)
     st.set_defaults(func=cmd_status)
+    return hsub
