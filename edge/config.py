@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import tomllib
 import types
@@ -182,7 +183,7 @@ def _coerce(key: str, value: Any, tp: Any, base: Path) -> Any:
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{key}: expected a path string, got {value!r}")
         p = Path(value).expanduser()
-        return p if p.is_absolute() else (base / p)
+        return p if p.is_absolute() else Path(os.path.normpath(base / p))
     if origin is tuple:
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
@@ -270,7 +271,7 @@ def _camera(i: int, raw: Any, base: Path) -> CameraSpec:
         raise ConfigError(f"{name}.uri: required for kind {vals['kind']!r}")
     if vals["kind"] in ("file", "folder"):
         p = Path(uri).expanduser()
-        vals["uri"] = str(p if p.is_absolute() else base / p)
+        vals["uri"] = str(p if p.is_absolute() else Path(os.path.normpath(base / p)))
     if vals["kind"] == "device" and not (uri.isdigit() or uri.startswith("/dev/")):
         raise ConfigError(f"{name}.uri: a device is its index (0, 1, ...) or a /dev/ path, got {uri!r}")
     if vals["kind"] == "url" and not re.match(r"^(rtsp|rtsps|http|https)://", uri):
@@ -315,7 +316,7 @@ def parse(raw: dict[str, Any], base: Path, source: Path | None = None) -> Config
                 raise ConfigError(f"hotlist.sources[{i}]: only https:// URLs or folders, got {src!r}")
             srcs.append(src)
         else:
-            srcs.append(str(Path(src) if Path(src).is_absolute() else base / src))
+            srcs.append(str(Path(src) if Path(src).is_absolute() else Path(os.path.normpath(base / src))))
     hotlist = dataclasses.replace(hotlist, sources=tuple(srcs))
     cams_raw = raw.get("camera", [])
     if not isinstance(cams_raw, list) or not cams_raw:
