@@ -10,24 +10,29 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from . import config
-from .alerts import Alert, AlertService
+from .access.users import UserStore
+from .alerts import AlertService, AlertSink
 from .alerts_mqtt import MqttAlertPublisher
 from .daemon import Daemon, NoPosition
 from .gps import FixedPosition, GpsdClient
 from .hotlist.bundle import BundleError, load_public_keys
 from .hotlist.service import HotListService
 from .sdnotify import Notifier
-from .store.db import open_db
+from .store.db import Connection, open_db
 from .store.errors import KeyFileError, StoreError
 from .store.keys import load_key
 from .store.reads import ReadStore
 from .vision.recognizer import Recognizer
 from .vision.runtime import ModelError
+from .web.alert_page import AlertPage
+from .web.hub import AlertHub
 
 log = logging.getLogger(__name__)
+OutcomeRecorder = Callable[[str, str, str, str], object]  # hit uuid, outcome, officer, note
 
 
 def _password(path: Path | None) -> str | None:
@@ -77,7 +82,7 @@ def run(config_path: Path, forever: bool) -> int:
         signal.signal(sig, lambda *_: stop.set())
 
     hotlists = HotListService(cfg.db_path, key, cfg.hotlist, trusted)
-    sinks: list[object] = []
+    sinks: list[AlertSink] = []
     alerts_conn = open_db(cfg.db_path, key)
     alert_service: AlertService | None = None
     publisher: MqttAlertPublisher | None = None
@@ -94,8 +99,10 @@ def run(config_path: Path, forever: bool) -> int:
             on_published=lambda uuid, at: alert_service.mark_published(uuid, at) if alert_service else None,
         )
         sinks.append(publisher)
-    page = _start_page(cfg, key, sinks, lambda: alert_service)
-    alert_service = AlertService(alerts_conn, cfg.unit.id, sinks)  # type: ignore[arg-type]
+    hub = AlertHub()
+    sinks.append(hub.publish)
+    alert_service = AlertService(alerts_conn, cfg.unit.id, sinks)
+    page = _start_page(cfg, key, hub, alert_service.record_outcome)
 
     def faults() -> list[str]:
         out = []
@@ -121,6 +128,7 @@ def run(config_path: Path, forever: bool) -> int:
             publisher.stop()
         if page is not None:
             page.stop()
+        hub.close()
         hotlists.join(timeout=5)
         store.close()
         alerts_conn.close()
@@ -138,18 +146,30 @@ def run(config_path: Path, forever: bool) -> int:
 class _PageHandle:
     """The alert page if it could start; a fault in the status otherwise (the unit keeps reading plates)."""
 
-    def __init__(self) -> None:
-        self.fault: str | None = None
-        self.page: object | None = None
+    def __init__(self, page: AlertPage | None, fault: str | None, conn: Connection | None) -> None:
+        self.page = page
+        self.fault = fault
+        self.conn = conn
 
     def stop(self) -> None:
-        stop = getattr(self.page, "stop", None)
-        if stop is not None:
-            stop()
+        if self.page is not None:
+            self.page.stop()
+        if self.conn is not None:
+            self.conn.close()
 
 
-def _start_page(cfg: config.Config, key: bytes, sinks: list[object], service: object) -> _PageHandle | None:
-    return None
+def _start_page(cfg: config.Config, key: bytes, hub: AlertHub, record: OutcomeRecorder) -> _PageHandle | None:
+    """The in-car alert page (login required), on the in-car network only."""
+    a = cfg.alerts
+    if not a.page:
+        return None
+    conn = open_db(cfg.db_path, key)  # its own connection: the user store locks only its own use of one
+    page = AlertPage(hub, UserStore(conn), record, bind=a.page_bind, port=a.page_port)
+    try:
+        page.start()
+    except OSError as e:
+        log.error("alert page cannot listen on %s:%d: %s", a.page_bind, a.page_port, e)
+        return _PageHandle(None, f"cannot listen on {a.page_bind}:{a.page_port}: {e.strerror}", conn)
+    log.info("alert page on http://%s:%d/", a.page_bind, page.port)
+    return _PageHandle(page, None, conn)
 
-
-__all__ = ["Alert", "run"]

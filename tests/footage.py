@@ -27,7 +27,15 @@ def write_passes(folder: Path, texts: list[str], frames_per_plate: int = 4, gap_
 
 
 def daemon_config(
-    tmp: Path, frames: Path, *, loop: bool = False, fps: float = 25, extra: str = "", gps: str = "", cameras: str = ""
+    tmp: Path,
+    frames: Path,
+    *,
+    loop: bool = False,
+    fps: float = 25,
+    extra: str = "",
+    gps: str = "",
+    cameras: str = "",
+    alerts: str = "[alerts]\npage = false\n",
 ) -> Path:
     """A config for a test unit under ``tmp`` (data and key in tmp/data)."""
     gps = gps or '[gps]\nmode = "fixed"\nlat = 45.5231\nlon = -122.6765\n'
@@ -44,6 +52,7 @@ scene_min_free_mb = 1
 track_gap_s = 0.1
 status_interval_s = 1
 {extra}
+{alerts}
 [[camera]]
 id = "front"
 kind = "folder"
