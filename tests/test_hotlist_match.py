@@ -410,8 +410,14 @@ def test_round_trip_of_every_field(monkeypatch: pytest.MonkeyPatch) -> None:
         ix.entry(5)
     with pytest.raises(IndexError):
         ix.entry(-1)
+    assert [ix.state(i) for i in range(5)] == [e.state for e in es]  # shared and inline states alike
+    assert [ix.match_plate(i) for i in range(5)] == ["7ABC123", "7ABC12", "AB?1*", "Z9", "Z9"]
+    m = Matcher([ix])
     # the entry stored with dashes and lower case matches its normalized read
-    assert [h.entry.entry_id for h in Matcher([ix]).match("7ABC12", confs("7ABC12"), now=NOW)] == ["m-1"]
+    assert [h.entry.entry_id for h in m.match("7ABC12", confs("7ABC12"), now=NOW)] == ["m-1"]
+    # state held inline (the table was full): still checked; "x" has expired
+    assert [h.entry for h in m.match("Z9", confs("Z9"), state="D", now=NOW)] == [es[4]]
+    assert m.match("Z9", confs("Z9"), state="F", now=NOW) == []
 
 
 def test_bad_entries_are_skipped_and_reported_the_rest_kept() -> None:

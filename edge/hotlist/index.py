@@ -64,6 +64,7 @@ _FIELDS = (
     "instructions",
     "vehicle_description",
 )
+_STATE_FIELD = _FIELDS.index("state")
 _SHARED = frozenset({"list_id", "state", "list_code", "reason", "instructions"})
 _SHARED_FLAGS = tuple(name in _SHARED for name in _FIELDS)
 
@@ -368,10 +369,27 @@ class ListIndex:
         return (self.entry(i) for i in range(self._n))
 
     def plate(self, i: int) -> str:
-        """Entry ``i``'s plate as stored, without decoding the rest of it."""
+        """Entry ``i``'s plate as stored (0 <= i < len), without decoding the rest of it."""
         start = int(self._offsets[i])
         length = int.from_bytes(self._blob[start : start + 2], "little")
         return self._blob[start + _HDR.size : start + _HDR.size + length].decode("utf-8")
+
+    def match_plate(self, i: int) -> str:
+        """Entry ``i``'s plate normalized for matching (as stored, in the usual case that it is clean)."""
+        plate = self.plate(i)
+        return plate if _FIXED_PLATE(plate) is not None else normalize_plate(plate)
+
+    def state(self, i: int) -> str | None:
+        """Entry ``i``'s state, without decoding the rest of it (the matcher's state check)."""
+        start = int(self._offsets[i])
+        header: tuple[int, ...] = _HDR.unpack_from(self._blob, start)
+        h: int = header[_STATE_FIELD]
+        if h == _NONE:
+            return None
+        if h & _REF:
+            return self._strings[h & ~_REF]
+        pos = start + _HDR.size + sum(x for x in header[:_STATE_FIELD] if x < _REF)
+        return self._blob[pos : pos + h].decode("utf-8")
 
     def expires(self, i: int) -> float | None:
         exp = float(self._expires[i])
