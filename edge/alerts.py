@@ -378,8 +378,13 @@ class AlertService:
         lists: Mapping[str, ListInfo],
         stale_after_s: float,
         scene_stored: bool,
+        *,
+        lists_stale: bool = False,
     ) -> list[Alert]:
         """One Alert per hit of ``read`` (already stored, with ``fix``): stored, then handed to every sink.
+
+        ``lists_stale``: the unit's general lists are past their freshness limit, so every alert says "hot list
+        stale" (P4), also one from a fresh manual entry.
 
         ``lists`` holds the ListInfo of each hit's list (by list id): the list's age and staleness come from its
         signed creation time. Bad input raises ValueError before anything is stored or sent. If the hits cannot be
@@ -420,7 +425,7 @@ class AlertService:
                     hit=hit,
                     list_info=info,
                     list_age_s=age,
-                    list_stale=age > stale_after_s,
+                    list_stale=lists_stale or age > stale_after_s,
                     crop_jpeg=read.crop_jpeg,
                     scene_jpeg=read.scene_jpeg if scene_stored else None,
                     raised_at=now,

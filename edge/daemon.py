@@ -251,11 +251,21 @@ class Daemon:
         try:
             hits, lists = self.hotlists.check(read.text, read.char_confidences, read.candidates)
             if hits:
-                self.alerts.raise_alerts(read, fix, hits, lists, self.hotlists.stale_after_s, scene_stored)
+                self.alerts.raise_alerts(
+                    read, fix, hits, lists, self.hotlists.stale_after_s, scene_stored, lists_stale=self._lists_stale()
+                )
                 self.counters.hits += len(hits)
                 log.warning("hot list hit: read %s, %d entr%s", read.uuid, len(hits), "y" if len(hits) == 1 else "ies")
         except Exception:
             log.exception("hot list check failed for read %s", read.uuid)
+
+    def _lists_stale(self) -> bool:
+        """The general lists are past their freshness limit (or missing where lists are configured)."""
+        if self.hotlists is None:
+            return False
+        hs = self.hotlists.state()
+        configured = bool(self.cfg.hotlist.sources or self.cfg.hotlist.public_keys)
+        return hs.stale and (hs.oldest_age_s is not None or configured)
 
     def _recheck_new_entries(self) -> None:
         """A manual entry that just took effect is checked against the recent reads too (P5)."""
@@ -288,7 +298,13 @@ class Daemon:
                     )
                     lists = {i.list_id: i for i in self.hotlists.state().lists}
                     self.alerts.raise_alerts(
-                        read, stored.fix, [hit], lists, self.hotlists.stale_after_s, scene is not None
+                        read,
+                        stored.fix,
+                        [hit],
+                        lists,
+                        self.hotlists.stale_after_s,
+                        scene is not None,
+                        lists_stale=self._lists_stale(),
                     )
                     self.counters.hits += 1
                 if found:

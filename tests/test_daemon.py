@@ -125,7 +125,10 @@ def test_systemd_notify_watchdog_and_sigterm_drain(tmp_path: Path, frames: Path)
         assert any(m.startswith("READY=1") for m in msgs)
         assert any(m == "WATCHDOG=1" for m in msgs)
         status = [m for m in msgs if "STATUS=fps" in m][-1]
-        expected = r"fps [0-9.]+, frames \d+, dropped \d+, reads \d+, pending \d+, hits 0, hotlist [^,]+, gps fixed, faults: none"
+        expected = (
+            r"fps [0-9.]+, frames \d+, dropped \d+, reads \d+, pending \d+, hits 0, hotlist [^,]+, gps fixed, "
+            r"faults: none"
+        )
         assert re.search(expected, status)
         p.send_signal(signal.SIGTERM)
         out, err = p.communicate(timeout=30)

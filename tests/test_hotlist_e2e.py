@@ -20,6 +20,7 @@ from edge.alerts import HitStore
 from edge.hotlist.bundle import load_private_key, sign_bundle, write_keypair
 from edge.hotlist.csvformat import write_csv
 from edge.hotlist.entry import HotEntry
+from edge.hotlist.manual import ManualEntries
 from edge.store.db import open_db
 from edge.store.keys import create_key_file, load_key
 from edge.store.migrations import migrate
@@ -139,3 +140,56 @@ def test_wanted_plate_in_footage_alerts_on_the_page_and_on_mqtt(tmp_path: Path, 
         conn.close()
     assert [(o.outcome, o.officer) for o in outcomes] == [("confirmed", OFFICER)]
     assert os.path.exists(data / "reads.db")
+
+
+def test_an_approved_manual_entry_finds_a_car_that_already_passed_and_a_stale_list_shows(tmp_path: Path) -> None:
+    """P5: a partial plate entered after the car passed still alerts; P4: a list over 24 h old is 'stale'."""
+    frames = tmp_path / "frames"
+    write_passes(frames, PLATES)
+    data = tmp_path / "data"
+    create_key_file(data / "db.key")
+    key = load_key(data / "db.key")
+    write_keypair(tmp_path / "hq.pem", tmp_path / "hq.pub")
+    old = time.time() - 30 * 3600
+    csv = write_csv([wanted("ZZZ9999", "e3", "Not in the footage")])
+    (tmp_path / "incoming").mkdir()
+    bundle = sign_bundle(load_private_key(tmp_path / "hq.pem"), "ncic-test", 3, csv, created=old)
+    (tmp_path / "incoming" / "ncic.hlb").write_bytes(bundle)
+    cfg = daemon_config(
+        tmp_path,
+        frames,
+        fps=20,
+        extra=f'[hotlist]\npublic_keys = ["{tmp_path / "hq.pub"}"]\nsources = ["{tmp_path / "incoming"}"]\n'
+        "recheck_hours = 1\n",
+    )
+    p = subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(cfg), "--forever"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        conn = open_db(data / "reads.db", key)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # wait until every car has passed and been stored
+            time.sleep(0.5)
+            try:
+                if conn.execute("SELECT COUNT(*) FROM reads").fetchone()[0] >= len(PLATES):
+                    break
+            except Exception:  # the daemon may still be creating the tables
+                continue
+        assert conn.execute("SELECT COUNT(*) FROM hits").fetchone()[0] == 0
+        manual = ManualEntries(conn)
+        entry_id = manual.add("4FCW5*", "STOLEN_VEHICLE", "Robbery getaway car", "Felony stop", "CASE-77",
+                              "Partial plate from a witness, grey sedan", "member1", "Det. Rivera")  # fmt: skip
+        time.sleep(3)
+        assert conn.execute("SELECT COUNT(*) FROM hits").fetchone()[0] == 0  # pending: no effect yet
+        manual.approve(entry_id, "admin1", role="administrator")
+        deadline = time.monotonic() + 20
+        rows: list[Any] = []
+        while time.monotonic() < deadline and not rows:
+            time.sleep(0.3)
+            rows = conn.execute("SELECT wanted_plate, read_text, match_kind, list_stale FROM hits").fetchall()
+        conn.close()
+    finally:
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=60)
+    assert [tuple(r) for r in rows] == [("4FCW5*", "4FCW533", "wildcard", 1)]
+    assert p.returncode == 0, err
+    assert "hot list stale: 30 h old" in err  # in the status line (and sd_notify STATUS)
