@@ -172,4 +172,3 @@ def _start_page(cfg: config.Config, key: bytes, hub: AlertHub, record: OutcomeRe
         return _PageHandle(None, f"cannot listen on {a.page_bind}:{a.page_port}: {e.strerror}", conn)
     log.info("alert page on http://%s:%d/", a.page_bind, page.port)
     return _PageHandle(page, None, conn)
-
