@@ -72,6 +72,7 @@ class HotListService:
         self._refresher: Refresher | None = None
         self._last_seq = -1
         self._fault: str | None = None
+        self._cache: dict[str, ListIndex] = {}  # signed lists by id, reused while their version is unchanged
 
     # -- the recorder's side --------------------------------------------------------------------------------
 
@@ -172,6 +173,10 @@ class HotListService:
             indexes = []
             problems = []
             for info in repo.lists():
+                cached = self._cache.get(info.list_id)
+                if cached is not None and cached.info == info:
+                    indexes.append(cached)  # unchanged: a manual entry's approval must not re-parse a state extract
+                    continue
                 try:
                     indexes.append(ListIndex.build(info, repo.entries(info.list_id)))
                 except Exception as e:  # tampered at rest, or a key no longer trusted: that list is out
@@ -190,6 +195,7 @@ class HotListService:
         new = [e for e in active if e.entry_id not in self._active_manual]
         first = self._last_seq < 0
         self._matcher, self._infos = matcher, {ix.info.list_id: ix.info for ix in indexes}
+        self._cache = {ix.info.list_id: ix for ix in indexes if ix.info.list_id != MANUAL_LIST}
         self._active_manual, self._last_seq = ids, seq
         self._fault = "; ".join(problems) or None
         if new and not first:
