@@ -1,0 +1,1 @@
+"""Sync between the unit and headquarters over MQTT (protocol shared by both ends)."""
