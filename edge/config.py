@@ -114,6 +114,23 @@ class AlertsConfig:
 
 
 @dataclass(frozen=True)
+class SyncConfig:
+    enabled: bool = _f(False, "send reads, hits, outcomes and images to headquarters over MQTT")
+    host: str = _f("", "headquarters' MQTT broker")
+    port: int = _f(8883, "broker port (TLS)", 1, 65535)
+    ca_file: Path | None = _f(None, "CA certificate of the broker")
+    cert_file: Path | None = _f(None, "this unit's client certificate (its CN is unit.id)")
+    key_file: Path | None = _f(None, "this unit's client key")
+    agency: str = _f("", "agency id: the unit also takes the fleet hot lists published for it")
+    batch_max_items: int = _f(500, "items per batch at most", 1, 5000)
+    batch_max_kb: int = _f(1024, "batch size at most, KB", 16, 8192)
+    bandwidth_kbps: float = _f(0.0, "upload cap for cellular links, kbit/s (0: none)", 0, 1e6)
+    ack_timeout_s: float = _f(30.0, "a batch not acknowledged by headquarters in this time is sent again", 1, 3600)
+    warn_after_days: float = _f(7.0, "status warns when the last complete sync is older than this", 0.1, 29)
+    critical_after_days: float = _f(25.0, "status is critical past this (P9: never more than 30 days)", 0.1, 30)
+
+
+@dataclass(frozen=True)
 class Config:
     unit: UnitConfig
     models: ModelsConfig
@@ -123,6 +140,7 @@ class Config:
     cameras: tuple[CameraSpec, ...]
     hotlist: HotlistConfig = HotlistConfig()
     alerts: AlertsConfig = AlertsConfig()
+    sync: SyncConfig = SyncConfig()
     source: Path | None = None  # the file it came from
 
     @property
@@ -292,7 +310,7 @@ def _camera(i: int, raw: Any, base: Path) -> CameraSpec:
 
 def parse(raw: dict[str, Any], base: Path, source: Path | None = None) -> Config:
     """Build a Config from parsed TOML; ``base`` resolves relative paths."""
-    known = {"unit", "models", "gps", "store", "pipeline", "camera", "hotlist", "alerts"}
+    known = {"unit", "models", "gps", "store", "pipeline", "camera", "hotlist", "alerts", "sync"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown section (known: {', '.join(sorted(known))})")
@@ -318,6 +336,11 @@ def parse(raw: dict[str, Any], base: Path, source: Path | None = None) -> Config
         else:
             srcs.append(str(Path(src) if Path(src).is_absolute() else Path(os.path.normpath(base / src))))
     hotlist = dataclasses.replace(hotlist, sources=tuple(srcs))
+    sync = _section(SyncConfig, "sync", raw.get("sync", {}), base)
+    if sync.enabled and not sync.host:
+        raise ConfigError("sync.host: required when sync.enabled is true")
+    if sync.critical_after_days <= sync.warn_after_days:
+        raise ConfigError("sync.critical_after_days: must be above sync.warn_after_days")
     cams_raw = raw.get("camera", [])
     if not isinstance(cams_raw, list) or not cams_raw:
         raise ConfigError("camera: at least one [[camera]] table is required")
@@ -335,6 +358,7 @@ def parse(raw: dict[str, Any], base: Path, source: Path | None = None) -> Config
         cameras=cameras,
         hotlist=hotlist,
         alerts=_section(AlertsConfig, "alerts", raw.get("alerts", {}), base),
+        sync=sync,
         source=source,
     )
 
