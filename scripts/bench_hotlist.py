@@ -399,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     width = max(len(r[0]) for r in rows)
     for name, value, target in rows:
         print(f"{name:<{width}}  {value:<50} {target}")
-    print(json.dumps(result, sort_keys=True))
+    print(json.dumps({"bench": "hotlist", **result}, sort_keys=True))
     return 0 if ok or not args.strict else 1
 
 

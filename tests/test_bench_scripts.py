@@ -36,3 +36,22 @@ def test_bench_accuracy_on_a_folder_in_the_plates_dev_layout(tmp_path: Path) -> 
     crops_us = out["results"]["set:crops-us"]
     assert crops_us["images"] == 2 and crops_us["exact"] == 0.5
     assert "set:scenes-us" in res.stdout and "set:crops-us" in res.stdout
+
+
+def run_json(*args: str) -> dict[str, object]:
+    res = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    return dict(json.loads(res.stdout.strip().splitlines()[-1]))
+
+
+def test_bench_hotlist_small() -> None:
+    script = str(REPO / "scripts" / "bench_hotlist.py")
+    out = run_json(script, "--entries", "5000", "--partials", "50", "--reads", "500")
+    assert out["bench"] == "hotlist"
+    kinds = out["by_kind"]
+    assert isinstance(kinds, dict) and kinds["exact"]["with_hits"] == kinds["exact"]["reads"]
+
+
+def test_bench_alerts_small() -> None:
+    out = run_json(str(REPO / "scripts" / "bench_alerts.py"), "--count", "10", "--interval-ms", "0")
+    assert out["bench"] == "alerts"
