@@ -172,6 +172,33 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX hit_outcomes_by_hit ON hit_outcomes (hit_uuid, at)",
         ),
     ),
+    Migration(
+        5,
+        "sync outbox: what headquarters has acknowledged, what it refused, sync state",
+        (
+            # synced_at: when headquarters acknowledged the row (set only by its ack, never on PUBACK); NULL = to
+            # send. sync_rejected: headquarters refused it for good (details in sync_rejections); never resent.
+            # Audit entries (issue 7) get the same two columns in their own migration (kind "audit").
+            *(
+                sql
+                for table in ("hits", "hit_outcomes", "reads", "read_images")
+                for sql in (
+                    f"ALTER TABLE {table} ADD COLUMN synced_at REAL",
+                    f"ALTER TABLE {table} ADD COLUMN sync_rejected INTEGER NOT NULL DEFAULT 0",
+                    # Partial: only the unsent rows, so the outbox finds (and counts) them without a table scan
+                    # however much has been sent; (synced_at) is NULL throughout, so entries follow rowid order.
+                    f"CREATE INDEX {table}_unsent ON {table} (synced_at) WHERE synced_at IS NULL AND sync_rejected = 0",
+                )
+            ),
+            """CREATE TABLE sync_rejections (
+                uuid TEXT PRIMARY KEY,           -- the item's uuid (for an image: protocol.image_uuid)
+                kind TEXT NOT NULL,              -- protocol.KINDS: hit, outcome, audit, read, image
+                reason TEXT NOT NULL,            -- as headquarters (or the unit, for an unsendable item) said
+                at REAL NOT NULL
+            )""",
+            "CREATE TABLE sync_state (key TEXT PRIMARY KEY, value REAL NOT NULL)",  # last_complete_sync, last_ack
+        ),
+    ),
 )
 
 
