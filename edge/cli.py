@@ -15,6 +15,7 @@ from . import __version__, alerts_commands, config
 from .access import commands as users_commands
 from .hotlist import commands as hotlist_commands
 from .hotlist.manual_commands import register_manual
+from .hq import commands as hq_commands
 from .store import commands as store_commands
 from .vision.image import ImageError, read_image
 from .vision.recognizer import PlateRead, Recognizer
@@ -173,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_manual(hotlist_commands.register(sub))
     alerts_commands.register(sub)
     users_commands.register(sub)
+    hq_commands.register(sub)
     return p
 
 
