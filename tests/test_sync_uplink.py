@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import threading
 import time
@@ -36,8 +37,7 @@ from edge.sync.outbox import Outbox
 from edge.sync.protocol import Ack, Batch, Rejected
 from edge.sync.uplink import TokenBucket, Uplink, sync_level
 
-from .test_alerts import FIX, LISTS, NOW, make_hit, make_read, wait_until
-from .test_alerts import free_port as free_port
+from .test_alerts import FIX, LISTS, NOW, free_port, make_ca, make_hit, make_read, make_server_cert, wait_until
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 DEVICE = "unit-7"
@@ -108,7 +108,7 @@ def ack_all(batch: Batch, n: int) -> Ack | None:
 class FakeHQ:
     """Headquarters in miniature: decodes every batch with the protocol module, records its items, acks per policy."""
 
-    def __init__(self, port: int, policy: AckPolicy = ack_all) -> None:
+    def __init__(self, port: int, policy: AckPolicy = ack_all, tls: ssl.SSLContext | None = None) -> None:
         self.port = port
         self.policy = policy
         self.batches: list[Batch] = []
@@ -118,6 +118,8 @@ class FakeHQ:
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe("alpr/+/up", qos=1)
         self.client.on_subscribe = lambda c, u, mid, rcs, p: subscribed.set()
         self.client.on_message = self._on_message
+        if tls is not None:
+            self.client.tls_set_context(tls)
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
         assert subscribed.wait(5)
@@ -531,3 +533,73 @@ def test_cli_sync_status(unit: Unit, tmp_path: Path, capsys: pytest.CaptureFixtu
     for action in parser._subparsers._group_actions[0].choices["sync"]._subparsers._group_actions:  # type: ignore[union-attr]
         for name, p in action.choices.items():  # type: ignore[union-attr]
             assert p.description, name
+
+
+def make_client_cert(folder: Path, ca_key: Path, ca_crt: Path, cn: str) -> tuple[Path, Path]:
+    key, csr, crt = (folder / f"{cn}.{x}" for x in ("key", "csr", "crt"))
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(csr),
+            "-subj",
+            f"/CN={cn}",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key),
+                    "-CAcreateserial", "-out", str(crt), "-days", "2"], check=True, capture_output=True)  # fmt: skip
+    return crt, key
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+def test_tls_with_a_client_certificate(tmp_path: Path, unit: Unit, stop: threading.Event) -> None:
+    folder = tmp_path / "tls"
+    folder.mkdir()
+    ca_key, ca_crt = make_ca(folder, "hq-ca")
+    rogue_key, rogue_crt = make_ca(folder, "rogue-ca")
+    srv_key, srv_crt = make_server_cert(folder, ca_key, ca_crt)
+    unit_crt, unit_key = make_client_cert(folder, ca_key, ca_crt, DEVICE)
+    fake_crt, fake_key = make_client_cert(folder, rogue_key, rogue_crt, "impostor")
+    hq_crt, hq_key = make_client_cert(folder, ca_key, ca_crt, "hq")
+    b = Broker(folder)
+    b.conf.write_text(
+        b.conf.read_text()
+        + f"cafile {ca_crt}\ncertfile {srv_crt}\nkeyfile {srv_key}\n"
+        + "require_certificate true\nuse_identity_as_username true\n"
+    )
+    b.start()
+    hq_tls = ssl.create_default_context(cafile=str(ca_crt))
+    hq_tls.load_cert_chain(str(hq_crt), str(hq_key))
+    hq = FakeHQ(b.port, tls=hq_tls)
+    reads = unit.add_reads(2)
+    impostor_stop = threading.Event()
+    try:
+        # A client certificate from another CA: no connection, nothing sent, nothing marked.
+        impostor = start_uplink(
+            unit, sync_cfg(b.port, ca_file=ca_crt, cert_file=fake_crt, key_file=fake_key), impostor_stop
+        )
+        wait_until(lambda: impostor.status().fault is not None and impostor.status().pending["read"] == 2)
+        time.sleep(0.5)
+        impostor_stop.set()
+        impostor.join(5)
+        assert not impostor.status().connected and hq.batches == []
+        assert "closed the connection before accepting it" in str(impostor.status().fault)
+        up = start_uplink(unit, sync_cfg(b.port, ca_file=ca_crt, cert_file=unit_crt, key_file=unit_key), stop)
+        wait_until(lambda: drained(up))
+        assert set(reads) <= set(hq.uuids())
+        stop.set()
+        up.join(5)
+    finally:
+        impostor_stop.set()
+        hq.close()
+        b.stop()

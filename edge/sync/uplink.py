@@ -296,15 +296,20 @@ class Uplink:
             self._fault_is(f"cannot reach broker {where}: {e}")
             return None
         deadline = time.monotonic() + CONNECT_TIMEOUT_S
+        closed = False
         while not (result and (subscribed or result[0].is_failure)) and time.monotonic() < deadline:
-            if client.loop(0.1) != MQTTErrorCode.MQTT_ERR_SUCCESS and not result:
+            if self._stop.is_set():
+                break
+            if client.loop(0.1) != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                closed = True
                 break
         if not result or result[0].is_failure or not subscribed:
-            why = (
-                f"refused the connection: {result[0]}"
-                if result and result[0].is_failure
-                else f"did not accept the connection and subscriptions within {CONNECT_TIMEOUT_S:.0f}s"
-            )
+            if result and result[0].is_failure:
+                why = f"refused the connection: {result[0]}"
+            elif closed:  # e.g. TLS: the broker does not trust our client certificate
+                why = "closed the connection before accepting it (is this unit's certificate trusted?)"
+            else:
+                why = f"did not accept the connection and subscriptions within {CONNECT_TIMEOUT_S:.0f}s"
             self._fault_is(f"broker {where} {why}")
             try:
                 client.disconnect()
