@@ -34,7 +34,7 @@ from edge.sync import protocol
 from edge.sync.commands import register
 from edge.sync.hotlist_source import MqttBundleSource
 from edge.sync.outbox import Outbox
-from edge.sync.protocol import Ack, Batch, Rejected
+from edge.sync.protocol import Ack, Batch, Item, Rejected
 from edge.sync.uplink import TokenBucket, Uplink, sync_level
 
 from .test_alerts import FIX, LISTS, NOW, free_port, make_ca, make_hit, make_read, make_server_cert, wait_until
@@ -296,6 +296,22 @@ def test_only_acknowledged_items_are_marked_and_refusals_are_not_resent(unit: Un
     assert fresh.last_complete_sync() == NOW + 9
     with pytest.raises(ValueError):
         fresh.apply_ack(Ack("unit-8", b.batch_id, (), (), NOW))
+
+
+def test_an_item_that_can_never_be_sent_is_refused_locally_and_blocks_nothing(unit: Unit) -> None:
+    reads = unit.add_reads(2)
+    huge = b"\xff\xd8" + bytes(7 << 20)  # base64 makes it larger than any message
+    unit.conn.execute("UPDATE read_images SET jpeg = ? WHERE read_uuid = ? AND kind = 'crop'", (huge, reads[0]))
+    box = unit.outbox()
+    b = box.next_batch(100, 10 << 20)
+    assert b is not None and [i.kind for i in b.items] == ["read", "read", "image", "image", "image"]
+    assert protocol.image_uuid(reads[0], "crop") not in [i.uuid for i in b.items]
+    ((uid, kind, reason, _),) = box.rejections()
+    assert uid == protocol.image_uuid(reads[0], "crop") and kind == "image" and reason.startswith("unit: ")
+    # An item the encoder refuses (not finite) is refused alone; the others stay to send.
+    bad = Item("read", reads[1], {**b.items[1].data, "confidence": float("nan")})
+    assert box.refuse_unencodable(replace(b, items=(b.items[0], bad))) == 1
+    assert box.pending()["read"] == 1 and len(box.rejections()) == 2
 
 
 def test_sync_levels() -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..store.db import Connection, DBError
 from ..store.errors import StoreError
-from .protocol import KINDS, MAX_ITEMS, MAX_MESSAGE_BYTES, Ack, Batch, Item, check_device, image_uuid
+from .protocol import KINDS, MAX_ITEMS, MAX_MESSAGE_BYTES, Ack, Batch, Item, check_device, encode_batch, image_uuid
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +204,18 @@ class Outbox:
             if n.rowcount:
                 return n.rowcount
         return 0
+
+    def refuse_unencodable(self, batch: Batch) -> int:
+        """After ``encode_batch(batch)`` failed: refuse (locally, recorded) each item that cannot be encoded even
+        alone, so that one bad row never blocks the outbox; returns how many."""
+        bad = 0
+        for it in batch.items:
+            try:
+                encode_batch(Batch(batch.device, batch.batch_id, batch.created, (it,)))
+            except (ValueError, TypeError) as e:  # ProtocolError (too large) is a ValueError
+                self._refuse_locally(it, f"cannot be encoded ({type(e).__name__})")
+                bad += 1
+        return bad
 
     def _refuse_locally(self, item: Item, reason: str) -> None:
         """An item that can never be sent (too large for a message): recorded like a refusal so it does not block

@@ -336,14 +336,22 @@ class Uplink:
         next_look = 0.0
         next_refresh = time.monotonic() + STATUS_REFRESH_S
         max_bytes = self.cfg.batch_max_kb * 1024
+        max_items = self.cfg.batch_max_items  # halved after a batch that could not be encoded, until the next ack
         while not self._stop.is_set():
             now = time.monotonic()
             if inflight is None and now >= next_look:
-                batch = outbox.next_batch(self.cfg.batch_max_items, max_bytes)
+                batch = outbox.next_batch(max_items, max_bytes)
                 if batch is None:
                     next_look = now + IDLE_CHECK_S
                 else:
-                    payload = encode_batch(batch)
+                    try:
+                        payload = encode_batch(batch)
+                    except (ValueError, TypeError) as e:  # ProtocolError (too large) is a ValueError
+                        bad = outbox.refuse_unencodable(batch)
+                        log.error("sync: batch of %d items cannot be encoded (%s); %d refused, the rest again in "
+                                  "smaller batches", len(batch.items), e, bad)  # fmt: skip
+                        max_items = max(1, len(batch.items) // 2)
+                        continue
                     if not self._pace(client, len(payload)):
                         return productive
                     info = client.publish(self.up_topic, payload, qos=1)
@@ -367,6 +375,7 @@ class Uplink:
                 ack = acks.pop(0)
                 stored, rejected = outbox.apply_ack(ack)
                 productive = True
+                max_items = self.cfg.batch_max_items
                 log.debug("sync: ack of batch %s: %d stored, %d refused", ack.batch_id, stored, rejected)
                 if inflight is not None and ack.batch_id == inflight[0]:
                     inflight = None
