@@ -17,6 +17,7 @@ from .hotlist import commands as hotlist_commands
 from .hotlist.manual_commands import register_manual
 from .hq import commands as hq_commands
 from .store import commands as store_commands
+from .sync import commands as sync_commands
 from .vision.image import ImageError, read_image
 from .vision.recognizer import PlateRead, Recognizer
 from .vision.runtime import ModelError
@@ -175,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     alerts_commands.register(sub)
     users_commands.register(sub)
     hq_commands.register(sub)
+    sync_commands.register(sub)
     return p
 
 

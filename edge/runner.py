@@ -26,6 +26,8 @@ from .store.db import Connection, open_db
 from .store.errors import KeyFileError, StoreError
 from .store.keys import load_key
 from .store.reads import ReadStore
+from .sync.hotlist_source import MqttBundleSource
+from .sync.uplink import Uplink
 from .vision.recognizer import Recognizer
 from .vision.runtime import ModelError
 from .web.alert_page import AlertPage
@@ -81,7 +83,18 @@ def run(config_path: Path, forever: bool) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
 
-    hotlists = HotListService(cfg.db_path, key, cfg.hotlist, trusted)
+    mqtt_lists = MqttBundleSource() if cfg.sync.enabled else None
+    hotlists = HotListService(cfg.db_path, key, cfg.hotlist, trusted, extra_sources=[mqtt_lists] if mqtt_lists else [])
+    uplink: Uplink | None = None
+    if cfg.sync.enabled:
+        try:
+            uplink = Uplink(
+                cfg.db_path, key, cfg.sync, cfg.unit.id, services_stop,
+                on_hotlist_bundle=mqtt_lists.offer if mqtt_lists else None,
+            )  # fmt: skip
+        except ValueError as e:
+            print(f"alpr-edge: [sync] {e}", file=sys.stderr)
+            return 2
     sinks: list[AlertSink] = []
     alerts_conn = open_db(cfg.db_path, key)
     alert_service: AlertService | None = None
@@ -112,12 +125,22 @@ def run(config_path: Path, forever: bool) -> int:
                 out.append(f"alerts mqtt: {ps.fault} ({ps.queued} queued)")
         if page is not None and page.fault:
             out.append(f"alert page: {page.fault}")
+        if uplink is not None:
+            us = uplink.status()
+            if us.fault:
+                out.append(f"sync: {us.fault}")
+            if us.level != "ok":
+                out.append(f"sync {us.level}: last complete sync {us.days_since_sync or 0:.1f} days ago")
         return out
 
     try:
         hotlists.start(services_stop)
+        if mqtt_lists is not None:
+            mqtt_lists.poke = hotlists.poke
         if publisher is not None:
             publisher.start()
+        if uplink is not None:
+            uplink.start()
         daemon = Daemon(
             cfg, rec, store, position, Notifier(), hotlists=hotlists, alerts=alert_service, extra_faults=faults
         )
@@ -130,6 +153,8 @@ def run(config_path: Path, forever: bool) -> int:
             page.stop()
         hub.close()
         hotlists.join(timeout=5)
+        if uplink is not None:
+            uplink.join(timeout=5)
         store.close()
         alerts_conn.close()
     print(

@@ -26,7 +26,7 @@ from .entry import Hit, HotEntry, ListInfo
 from .index import ListIndex
 from .manual import ManualEntries
 from .matcher import Matcher
-from .refresh import Refresher, source_for
+from .refresh import BundleSource, Refresher, source_for
 from .repository import HotListRepository
 
 log = logging.getLogger(__name__)
@@ -55,12 +55,14 @@ class HotListService:
         cfg: HotlistConfig,
         trusted_keys: Sequence[Ed25519PublicKey],
         clock: Callable[[], float] = time.time,
+        extra_sources: Sequence[BundleSource] = (),
     ) -> None:
         self.db_path = db_path
         self.key = key
         self.cfg = cfg
         self.keys = tuple(trusted_keys)
         self.clock = clock
+        self.extra_sources = tuple(extra_sources)  # e.g. bundles pushed by headquarters over MQTT
         self.stale_after_s = cfg.stale_after_h * 3600
         self._matcher = Matcher([], cfg.lookalike_limit)
         self._infos: dict[str, ListInfo] = {}
@@ -112,14 +114,14 @@ class HotListService:
     def start(self, stop: threading.Event) -> None:
         """Build the matcher from what is stored (before the first read), then watch for changes."""
         self._build()
-        if self.cfg.sources:
+        if self.cfg.sources or self.extra_sources:
             if not self.keys:
                 self._fault = "hot list sources configured but no public key (hotlist.public_keys)"
                 log.error("%s", self._fault)
             else:
                 self._refresher = Refresher(
                     lambda: HotListRepository.open(self.db_path, self.key, self.keys),
-                    [source_for(s, self.cfg.ca_file) for s in self.cfg.sources],
+                    [*(source_for(s, self.cfg.ca_file) for s in self.cfg.sources), *self.extra_sources],
                     self.keys,
                     self.cfg.refresh_interval_min * 60,
                     on_update=self._rebuild.set,

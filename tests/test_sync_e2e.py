@@ -1,0 +1,100 @@
+"""End to end: the daemon reads footage, its uplink sends reads and images over MQTT, a headquarters ingest worker
+stores them in PostgreSQL once and acknowledges, and the unit marks them sent; then the broker restarts mid-way."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from edge.hq import schema
+from edge.hq.ingest import IngestWorker
+from edge.store.db import open_db
+from edge.store.keys import create_key_file, load_key
+
+from .footage import daemon_config, write_passes
+from .test_hq_ingest import Postgres
+from .test_sync_uplink import Broker
+
+PLATES = ["7ABC123", "KM4521", "BRT5X09", "4FCW533"]
+
+
+@pytest.fixture
+def pg() -> Iterator[Postgres]:
+    p = Postgres()
+    p.start()
+    yield p
+    p.remove()
+
+
+def pg_count(url: str, sql: str) -> int:
+    with psycopg.connect(url) as c:
+        row = c.execute(sql).fetchone()
+        return int(row[0]) if row else 0
+
+
+def test_reads_reach_postgres_once_and_the_unit_marks_them_sent(tmp_path: Path, pg: Postgres) -> None:
+    frames = tmp_path / "frames"
+    write_passes(frames, PLATES)
+    create_key_file(tmp_path / "data" / "db.key")
+    key = load_key(tmp_path / "data" / "db.key")
+    (tmp_path / "broker").mkdir()
+    broker = Broker(tmp_path / "broker")
+    broker.start()
+    url = pg.new_database()
+    with schema.connect(url) as conn:
+        schema.migrate(conn)
+    stop = threading.Event()
+    hq = IngestWorker("127.0.0.1", broker.port, url, name="hq-ingest-e2e", stop=stop)
+    hq.start()
+    cfg = daemon_config(
+        tmp_path,
+        frames,
+        fps=20,
+        extra=f'[sync]\nenabled = true\nhost = "127.0.0.1"\nport = {broker.port}\nack_timeout_s = 3\n',
+    )
+    p = subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(cfg), "--forever"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        half = False
+        while time.monotonic() < deadline:
+            n = pg_count(url, "SELECT COUNT(*) FROM reads")
+            if n >= 1 and not half:  # the broker goes away mid-way and comes back: nothing lost or doubled
+                broker.stop()
+                time.sleep(1.5)
+                broker.start()
+                half = True
+            if n >= len(PLATES) and pg_count(url, "SELECT COUNT(*) FROM read_images") >= 2 * len(PLATES):
+                break
+            time.sleep(0.3)
+        unit = open_db(tmp_path / "data" / "reads.db", key)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # the unit marks rows sent only on headquarters' acknowledgement
+            if unit.execute("SELECT COUNT(*) FROM reads WHERE synced_at IS NULL").fetchone()[0] == 0:
+                break
+            time.sleep(0.3)
+        unsent = unit.execute("SELECT COUNT(*) FROM reads WHERE synced_at IS NULL").fetchone()[0]
+        unit.close()
+    finally:
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=60)
+        stop.set()
+        hq.join(10)
+        broker.stop()
+    assert p.returncode == 0, err
+    assert half, "the broker restart did not happen"
+    assert pg_count(url, "SELECT COUNT(*) FROM reads") == len(PLATES)
+    assert pg_count(url, "SELECT COUNT(DISTINCT text) FROM reads") == len(PLATES)
+    assert pg_count(url, "SELECT COUNT(*) FROM read_images") == 2 * len(PLATES)
+    assert pg_count(url, "SELECT COUNT(*) FROM devices WHERE device_id = 'test-unit'") == 1
+    assert unsent == 0
+    for plate in PLATES:
+        assert plate not in out and plate not in err
