@@ -20,6 +20,7 @@ from edge.store.db import open_db
 from edge.store.keys import create_key_file, load_key
 
 from .footage import daemon_config, write_passes
+from .sync_env import Pki, TlsBroker, pki_fixture, tls_broker_fixture  # noqa: F401  (fixtures)
 from .test_hq_ingest import Postgres
 from .test_sync_uplink import Broker
 
@@ -98,3 +99,41 @@ def test_reads_reach_postgres_once_and_the_unit_marks_them_sent(tmp_path: Path, 
     assert unsent == 0
     for plate in PLATES:
         assert plate not in out and plate not in err
+
+
+def test_over_tls_with_client_certificates_and_the_production_acl(
+    tmp_path: Path, pki: Pki, tls_broker: TlsBroker, pg: Postgres
+) -> None:
+    """The same path through the production broker configuration: device and headquarters certificates, ACL."""
+    frames = tmp_path / "frames"
+    write_passes(frames, PLATES[:2])
+    create_key_file(tmp_path / "data" / "db.key")
+    url = pg.new_database()
+    with schema.connect(url) as conn:
+        schema.migrate(conn)
+    dev, hqc = pki.device("test-unit"), pki.hq("ingest")
+    stop = threading.Event()
+    hq = IngestWorker("127.0.0.1", tls_broker.port, url, ca_file=hqc.ca, cert_file=hqc.cert, key_file=hqc.key,
+                      name="hq-ingest-tls", stop=stop)  # fmt: skip
+    hq.start()
+    cfg = daemon_config(
+        tmp_path,
+        frames,
+        fps=20,
+        extra=f'[sync]\nenabled = true\nhost = "127.0.0.1"\nport = {tls_broker.port}\nca_file = "{dev.ca}"\n'
+        f'cert_file = "{dev.cert}"\nkey_file = "{dev.key}"\n',
+    )
+    p = subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(cfg), "--forever"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and pg_count(url, "SELECT COUNT(*) FROM read_images") < 4:
+            time.sleep(0.3)
+    finally:
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=60)
+        stop.set()
+        hq.join(10)
+    assert p.returncode == 0, err
+    assert pg_count(url, "SELECT COUNT(*) FROM reads") == 2
+    assert pg_count(url, "SELECT COUNT(*) FROM read_images") == 4
