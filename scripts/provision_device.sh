@@ -14,11 +14,16 @@ usage: provision_device.sh ca     DIR                   a CA: DIR/ca.key (0600) 
        provision_device.sh device DIR DEVICE_ID         a unit: DIR/devices/DEVICE_ID.{key,crt}, CN=DEVICE_ID
        provision_device.sh hq     DIR NAME              headquarters: DIR/hq/hq-NAME.{key,crt}, CN=hq-NAME
        provision_device.sh server DIR HOSTNAME_OR_IP... the broker: DIR/server/FIRST.{key,crt}, SAN IP:/DNS:
+       provision_device.sh revoke DIR CN                revoke a unit's (or hq-NAME's) certificate: moves it to
+                                                        DIR/revoked/, deletes its key, rewrites DIR/crl.pem
+       provision_device.sh crl    DIR                   rewrite DIR/crl.pem (before CRL_DAYS run out)
 
 DEVICE_ID and NAME: ^[a-z0-9][a-z0-9_-]{0,31}$. A DEVICE_ID may not start with "hq-" (those user names have
 headquarters' rights in the broker's ACL) nor be "fleet" (alpr/fleet/... carries the fleet hot lists).
-Environment: CA_DAYS (default 3650), CERT_DAYS (default 825).
-Prints the key and certificate paths on stdout, one per line.
+"ca" also writes an empty DIR/crl.pem: the broker's crlfile. Install crl.pem again after every revoke and
+reload the broker (SIGHUP); a CRL past its next-update date makes the broker refuse every client.
+Environment: CA_DAYS (default 3650), CERT_DAYS (default 825), CRL_DAYS (default 3650).
+Prints the key and certificate paths on stdout, one per line (the CRL's path for revoke and crl).
 EOF
     exit 2
 }
@@ -31,6 +36,8 @@ die() {
 ID_RE='^[a-z0-9][a-z0-9_-]{0,31}$'
 CA_DAYS=${CA_DAYS:-3650}
 CERT_DAYS=${CERT_DAYS:-825}
+CRL_DAYS=${CRL_DAYS:-3650}
+[[ $CRL_DAYS =~ ^[1-9][0-9]{0,4}$ ]] || die "CRL_DAYS: expected a number of days, got '$CRL_DAYS'"
 [[ $CA_DAYS =~ ^[1-9][0-9]{0,4}$ ]] || die "CA_DAYS: expected a number of days, got '$CA_DAYS'"
 [[ $CERT_DAYS =~ ^[1-9][0-9]{0,4}$ ]] || die "CERT_DAYS: expected a number of days, got '$CERT_DAYS'"
 command -v openssl >/dev/null || die "openssl not found (apt-get install openssl)"
@@ -73,6 +80,34 @@ issue() {
     rm -rf "$tmp"
 }
 
+# the minimal state "openssl ca" needs to keep the revocation list: DIR/.ca/{index.txt,crlnumber,openssl.cnf}
+ca_db() {
+    local db=$dir/.ca
+    mkdir -p "$db"
+    [[ -e $db/index.txt ]] || : >"$db/index.txt"
+    [[ -e $db/crlnumber ]] || echo 1000 >"$db/crlnumber"
+    cat >"$db/openssl.cnf" <<CNF
+[ca]
+default_ca = alpr
+[alpr]
+database = $db/index.txt
+crlnumber = $db/crlnumber
+certificate = $ca_crt
+private_key = $ca_key
+default_md = sha256
+default_crl_days = $CRL_DAYS
+CNF
+    echo "$db/openssl.cnf"
+}
+
+write_crl() {
+    local cnf
+    cnf=$(ca_db)
+    openssl ca -batch -config "$cnf" -gencrl -out "$dir/crl.pem.new" 2>/dev/null || die "openssl could not write the CRL"
+    chmod 644 "$dir/crl.pem.new"
+    mv -f "$dir/crl.pem.new" "$dir/crl.pem"
+}
+
 client_cert() {  # client_cert SUBDIR CN
     local sub=$1 cn=$2
     need_ca
@@ -108,6 +143,7 @@ ca)
         mv -f "$tmp/crt" "$ca_crt"
         rm -rf "$tmp"
     fi
+    [[ -s $dir/crl.pem ]] || write_crl
     echo "$ca_key"
     echo "$ca_crt"
     ;;
@@ -157,6 +193,38 @@ extendedKeyUsage=serverAuth\nsubjectAltName=$want"
     fi
     echo "$key"
     echo "$crt"
+    ;;
+revoke)
+    [[ $# -eq 1 ]] || usage
+    cn=$1
+    [[ $cn =~ $ID_RE ]] || die "CN '$cn': expected lower-case letters, digits, - and _ (at most 32)"
+    need_ca
+    sub=devices
+    [[ $cn != hq-* ]] || sub=hq
+    crt=$dir/$sub/$cn.crt
+    if [[ ! -s $crt ]]; then
+        compgen -G "$dir/revoked/$cn-*.crt" >/dev/null || die "no certificate $crt to revoke"
+        echo "provision_device.sh: $cn is already revoked" >&2
+        echo "$dir/crl.pem"
+        exit 0
+    fi
+    serial=$(openssl x509 -in "$crt" -noout -serial | sed 's/^serial=//')
+    cnf=$(ca_db)
+    if ! grep -q "^R	[^	]*	[^	]*	$serial	" "$dir/.ca/index.txt"; then
+        openssl ca -batch -config "$cnf" -revoke "$crt" -crl_reason keyCompromise 2>/dev/null ||
+            die "openssl could not revoke $crt"
+    fi
+    mkdir -p "$dir/revoked"
+    mv -f "$crt" "$dir/revoked/$cn-$serial.crt"
+    rm -f "$dir/$sub/$cn.key"
+    write_crl
+    echo "$dir/crl.pem"
+    ;;
+crl)
+    [[ $# -eq 0 ]] || usage
+    need_ca
+    write_crl
+    echo "$dir/crl.pem"
     ;;
 *)
     usage

@@ -91,12 +91,15 @@ class Pki:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.ca_key, self.ca_crt = self._run("ca")
+        self.crl = folder / "crl.pem"  # written by "ca", rewritten by revoke()
         self.server_key, self.server_crt = self._run("server", "127.0.0.1", "localhost")
 
     def _run(self, *args: str) -> tuple[Path, Path]:
-        out = subprocess.run(
-            ["bash", str(PROVISION), args[0], str(self.folder), *args[1:]], check=True, capture_output=True, text=True
-        ).stdout.split()
+        try:
+            out = subprocess.run(["bash", str(PROVISION), args[0], str(self.folder), *args[1:]], check=True,
+                                 capture_output=True, text=True).stdout.split()  # fmt: skip
+        except subprocess.CalledProcessError as e:
+            raise RuntimeError(f"provision_device.sh {' '.join(args)}: {e.stderr.strip()}") from e
         assert len(out) == 2, out
         return Path(out[0]), Path(out[1])
 
@@ -110,6 +113,12 @@ class Pki:
         key, crt = self._run("hq", name)
         return Cert(f"hq-{name}", key, crt, self.ca_crt)
 
+    def revoke(self, cn: str) -> None:
+        """Revoke the certificate of ``cn`` (a running broker sees it after restart())."""
+        r = subprocess.run(["bash", str(PROVISION), "revoke", str(self.folder), cn], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"provision_device.sh revoke {cn}: {r.stderr.strip()}")
+
     def cert(self, cn: str) -> Cert:
         """The certificate for a CN: hq-<name> from hq(), anything else from device()."""
         return self.hq(cn[3:]) if cn.startswith("hq-") else self.device(cn)
@@ -119,7 +128,7 @@ class Pki:
 
 
 def render_broker_config(
-    conf_text: str, *, port: int, acl: Path, data: Path, log: Path, ca: Path, cert: Path, key: Path
+    conf_text: str, *, port: int, acl: Path, data: Path, log: Path, ca: Path, cert: Path, key: Path, crl: Path
 ) -> str:
     """The production mosquitto.conf with test paths and a loopback port; every production path must be found, so
     that a change in the production file cannot silently leave a test broker on different settings."""
@@ -130,6 +139,7 @@ def render_broker_config(
         "cafile /etc/mosquitto/certs/ca.crt\n": f"cafile {ca}\n",
         "certfile /etc/mosquitto/certs/server.crt\n": f"certfile {cert}\n",
         "keyfile /etc/mosquitto/certs/server.key\n": f"keyfile {key}\n",
+        "crlfile /etc/mosquitto/certs/crl.pem\n": f"crlfile {crl}\n",
         "log_dest syslog\n": f"log_dest file {log}\n",
     }
     out = conf_text
@@ -169,6 +179,7 @@ class TlsBroker:
                 ca=pki.ca_crt,
                 cert=pki.server_crt,
                 key=pki.server_key,
+                crl=pki.crl,
             )
         )
         self.proc: subprocess.Popen[bytes] | None = None
@@ -384,7 +395,7 @@ class MqttTestClient:
 
 def mqtt_client(
     pki: Pki,
-    cn: str | None,
+    cn: str | Cert | None,
     port: int,
     *,
     client_id: str | None = None,
@@ -393,15 +404,17 @@ def mqtt_client(
     subscribe: Sequence[str] = (),
     timeout: float = 5.0,
 ) -> MqttTestClient:
-    """A connected MQTT v5 client presenting the certificate for ``cn`` (None: no client certificate), verifying
+    """A connected MQTT v5 client presenting the certificate for ``cn`` (issued on demand; or a given Cert; None:
+    no client certificate), verifying
     the broker against ``ca`` (default: the pki's CA). ``session_expiry`` makes a persistent session
     (clean_start False). Subscriptions in ``subscribe`` are made in on_connect, before any queued message flows.
     Raises MqttConnectError when refused or when no CONNACK comes within ``timeout``."""
-    cid = client_id or f"test-{cn or 'anon'}-{uuid.uuid4().hex[:8]}"
+    name = cn.cn if isinstance(cn, Cert) else cn or "anon"
+    cid = client_id or f"test-{name}-{uuid.uuid4().hex[:8]}"
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cid, protocol=mqtt.MQTTv5)
     ctx = ssl.create_default_context(cafile=str(ca or pki.ca_crt))
     if cn is not None:
-        cert = pki.cert(cn)
+        cert = pki.cert(cn) if isinstance(cn, str) else cn
         ctx.load_cert_chain(str(cert.cert), str(cert.key))
     client.tls_set_context(ctx)
     wrapped = MqttTestClient(client)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shutil
 import stat
 import subprocess
 import time
@@ -14,6 +15,7 @@ import pytest
 from .sync_env import (
     BROKER_CONF,
     PROVISION,
+    Cert,
     MqttConnectError,
     Pki,
     Postgres,
@@ -79,7 +81,7 @@ def test_provision_issues_idempotently_and_refuses_bad_ids(tmp_path: Path) -> No
     assert not list((d / "devices").glob("[!u]*"))  # no file for any refused id
     assert provision("device", str(d)).returncode == 2  # usage
     assert provision("server", str(d), "bad host!").returncode == 1
-    assert not list(d.glob(".*"))  # no temporary folders left behind
+    assert not [*d.glob(".issue.*"), *d.glob(".ca.*")]  # no temporary folders left behind
 
 
 # --- the production configuration -----------------------------------------------------------------------------------
@@ -97,14 +99,15 @@ def test_production_config_is_what_the_test_broker_runs(pki: Pki, tls_broker: Tl
         "cafile /etc/mosquitto/certs/ca.crt",
         "certfile /etc/mosquitto/certs/server.crt",
         "keyfile /etc/mosquitto/certs/server.key",
+        "crlfile /etc/mosquitto/certs/crl.pem",
         "log_dest syslog",
     }
     for must in ["require_certificate true", "use_identity_as_username true", "allow_anonymous false",
-                 "persistence true", "max_packet_size 8454144"]:  # fmt: skip
+                 "persistence true", "max_packet_size 8454144", "crlfile /etc/mosquitto/certs/crl.pem"]:  # fmt: skip
         assert must in prod
     with pytest.raises(AssertionError, match="exactly one 'listener 8883'"):
         render_broker_config("listener 1883\n", port=1, acl=Path(), data=Path(), log=Path(), ca=Path(),
-                             cert=Path(), key=Path())  # fmt: skip
+                             cert=Path(), key=Path(), crl=Path())  # fmt: skip
     assert "Error" not in tls_broker.log_text()
 
 
@@ -223,6 +226,32 @@ def test_a_broker_restart_keeps_persistent_sessions_and_retained_hot_lists(pki: 
         assert (msg.topic, msg.payload, msg.qos) == ("alpr/unit-1/ack", b"queued-ack", 1)
         dev.subscribe("alpr/fleet/+/hotlist/#")
         assert dev.wait_message().payload == b"bundle"
+
+
+def test_a_revoked_certificate_is_refused_and_a_new_one_for_the_unit_works(tmp_path: Path) -> None:
+    pki = Pki(tmp_path / "pki")  # its own PKI: revoking must not touch the module's
+    broker = TlsBroker(tmp_path / "broker", pki)
+    broker.start()
+    try:
+        issued = pki.device("unit-3")
+        stolen = Cert("unit-3", tmp_path / "stolen.key", tmp_path / "stolen.crt", pki.ca_crt)
+        shutil.copy(issued.key, stolen.key)
+        shutil.copy(issued.cert, stolen.cert)
+        with mqtt_client(pki, stolen, broker.port) as dev:
+            assert dev.publish("alpr/unit-3/up", b"x").is_failure is False
+        pki.revoke("unit-3")  # the unit was stolen
+        assert not issued.key.exists() and not issued.cert.exists()
+        broker.restart()
+        with pytest.raises(MqttConnectError, match="no CONNACK"):
+            mqtt_client(pki, stolen, broker.port, timeout=1.0)
+        with mqtt_client(pki, "unit-4", broker.port) as other:  # the others are unaffected
+            assert other.publish("alpr/unit-4/up", b"x").is_failure is False
+        with mqtt_client(pki, "unit-3", broker.port) as replacement:  # pki.cert issues a new certificate
+            assert replacement.publish("alpr/unit-3/up", b"x").is_failure is False
+    finally:
+        broker.stop()
+    assert provision("revoke", str(pki.folder), "unit-3").returncode == 0  # idempotent
+    assert "no certificate" in provision("revoke", str(pki.folder), "unit-9").stderr
 
 
 # --- PostgreSQL -------------------------------------------------------------------------------------------------------
