@@ -74,6 +74,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=6000)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--width", type=float, default=1.0, help="channel multiplier of the network")
     ap.add_argument("--threads", type=int, default=2, help="PyTorch threads")
     ap.add_argument("--data-workers", type=int, default=2, help="processes rendering the training images")
     ap.add_argument("--synthetic", type=int, default=60000, help="synthetic plates in all")
@@ -105,7 +106,7 @@ def main() -> int:
     val = val_sets()
     log.info("validation crops: %s", {k: len(v[1]) for k, v in val.items()})
 
-    net = PlateOCR(NUM_CLASSES)
+    net = PlateOCR(NUM_CLASSES, args.width)
     params, macs = count_macs(net, torch.zeros(1, 1, ocr_data.H, ocr_data.W))
     log.info("PlateOCR: %d parameters, %.1f M MACs", params, macs / 1e6)
     net = net.to(memory_format=torch.channels_last).train()

@@ -17,19 +17,20 @@ class PlateOCR(nn.Module):
     comes from 1-D convolutions over the step axis instead.
     """
 
-    def __init__(self, num_classes: int = 37) -> None:
+    def __init__(self, num_classes: int = 37, width: float = 1.0) -> None:
         super().__init__()
+        c = [int(round(v * width / 8)) * 8 for v in (32, 48, 64, 96, 160)]
         self.features = nn.Sequential(
-            cbr(1, 32, s=2),  # 16 x 64
-            cbr(32, 48), nn.MaxPool2d(2),  # 8 x 32
-            cbr(48, 64), cbr(64, 64), nn.MaxPool2d((2, 1)),  # 4 x 32
-            cbr(64, 96), cbr(96, 96),
-            cbr(96, 160, k=(4, 1), p=0),  # 1 x 32  # type: ignore[arg-type]
+            cbr(1, c[0], s=2),  # 16 x 64
+            cbr(c[0], c[1]), nn.MaxPool2d(2),  # 8 x 32
+            cbr(c[1], c[2]), cbr(c[2], c[2]), nn.MaxPool2d((2, 1)),  # 4 x 32
+            cbr(c[2], c[3]), cbr(c[3], c[3]),
+            cbr(c[3], c[4], k=(4, 1), p=0),  # 1 x 32  # type: ignore[arg-type]
         )
         self.context = nn.Sequential(
-            nn.Conv2d(160, 160, (1, 5), padding=(0, 2), bias=False), nn.BatchNorm2d(160), nn.ReLU(inplace=True),
+            nn.Conv2d(c[4], c[4], (1, 5), padding=(0, 2), bias=False), nn.BatchNorm2d(c[4]), nn.ReLU(inplace=True),
             nn.Dropout(0.1),
-            nn.Conv2d(160, num_classes, 1),
+            nn.Conv2d(c[4], num_classes, 1),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
