@@ -73,6 +73,10 @@ class GpsConfig:
 class StoreConfig:
     path: Path = _f(Path("reads.db"), "SQLCipher database, relative to unit.data_dir", in_data_dir=True)
     key_file: Path = _f(Path("/etc/alpr-edge/db.key"), "root-only key file (alpr-edge keys init)")
+    audit_key_file: Path = _f(
+        Path("/etc/alpr-edge/audit.key"), "root-only Ed25519 key that signs the access record (alpr-edge keys init)"
+    )
+    retention_days: float = _f(30.0, "reads older than this are purged once headquarters has them (P10)", 1, 3650)
     min_free_mb: float = _f(64.0, "below this free disk space no read is stored (reported as a fault)", 1, 1e6)
     scene_min_free_mb: float = _f(512.0, "below this free disk space scene images are no longer stored", 1, 1e6)
 

@@ -152,6 +152,114 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX batches_by_device ON batches (device_id, received_at)",
         ),
     ),
+    Migration(
+        2,
+        "accountability: users, headquarters' own access record, holds, purges, audits, outside-agency requests",
+        (
+            # The unit's Ed25519 public key for its access record (PEM), registered at provisioning.
+            "ALTER TABLE devices ADD COLUMN audit_key TEXT",
+            "CREATE INDEX audit_by_device ON audit (device_id, ((data->>'seq')::bigint))",
+            """CREATE FUNCTION refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN RAISE EXCEPTION '%: append-only', TG_TABLE_NAME; END $$""",
+            # The units' access records as received: never changed or deleted (kept permanently, P13).
+            """CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON audit
+               FOR EACH ROW EXECUTE FUNCTION refuse_change()""",
+            # Headquarters' accounts (P12): the same rules and columns as the unit's users table.
+            """CREATE TABLE users (
+                name TEXT PRIMARY KEY,
+                role TEXT NOT NULL CHECK (role IN ('operator', 'investigator', 'administrator', 'auditor',
+                                                  'technician')),
+                password_hash TEXT NOT NULL,
+                training_completed DATE,
+                disabled BOOLEAN NOT NULL DEFAULT false,
+                failed_logins INTEGER NOT NULL DEFAULT 0,
+                locked_until DOUBLE PRECISION,
+                created_at DOUBLE PRECISION NOT NULL,
+                password_changed_at DOUBLE PRECISION NOT NULL
+            )""",
+            # Headquarters' own access record: the same chain as a unit's (edge.access.audit), signed with
+            # headquarters' key; append-only.
+            """CREATE TABLE hq_audit (
+                seq BIGINT PRIMARY KEY,
+                uuid UUID NOT NULL UNIQUE,
+                at DOUBLE PRECISION NOT NULL,
+                user_name TEXT NOT NULL,
+                role TEXT NOT NULL,
+                action TEXT NOT NULL,
+                reason TEXT NOT NULL DEFAULT '',
+                detail JSONB NOT NULL,
+                prev_hash TEXT NOT NULL,
+                hash TEXT NOT NULL,
+                sig TEXT NOT NULL
+            )""",
+            "CREATE INDEX hq_audit_by_action ON hq_audit (action, at)",
+            """CREATE TRIGGER hq_audit_append_only BEFORE UPDATE OR DELETE ON hq_audit
+               FOR EACH ROW EXECUTE FUNCTION refuse_change()""",
+            # P10: evidence holds at headquarters (a held read is never purged).
+            """CREATE TABLE holds (
+                id UUID PRIMARY KEY,
+                read_uuid UUID NOT NULL,
+                case_number TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                held_by TEXT NOT NULL,
+                held_at DOUBLE PRECISION NOT NULL,
+                released_by TEXT,
+                released_at DOUBLE PRECISION,
+                release_reason TEXT
+            )""",
+            "CREATE INDEX holds_by_read ON holds (read_uuid)",
+            "CREATE INDEX holds_by_case ON holds (case_number)",
+            # P10, P16: each purge with its counts (what was purged is gone; that it was purged is kept).
+            """CREATE TABLE purges (
+                id UUID PRIMARY KEY,
+                at DOUBLE PRECISION NOT NULL,
+                by_user TEXT NOT NULL,                    -- 'system' for the scheduled purge
+                older_than DOUBLE PRECISION NOT NULL,     -- reads seen before this were purged
+                reads BIGINT NOT NULL,
+                images BIGINT NOT NULL,
+                hits BIGINT NOT NULL,
+                held_kept BIGINT NOT NULL                 -- reads past the period kept because held
+            )""",
+            # P15: the monthly audit: a random draw of searches, a finding per search, a sign-off.
+            """CREATE TABLE audit_reviews (
+                id UUID PRIMARY KEY,
+                period_start DOUBLE PRECISION NOT NULL,
+                period_end DOUBLE PRECISION NOT NULL,
+                drawn_at DOUBLE PRECISION NOT NULL,
+                drawn_by TEXT NOT NULL,
+                seed TEXT NOT NULL,                       -- the draw is reproducible from it
+                searches_in_period BIGINT NOT NULL,
+                signed_by TEXT,
+                signed_at DOUBLE PRECISION,
+                conclusion TEXT,
+                memo_sha256 TEXT
+            )""",
+            """CREATE TABLE audit_review_items (
+                review_id UUID NOT NULL REFERENCES audit_reviews (id),
+                audit_uuid UUID NOT NULL,                 -- the search's entry (hq_audit or a unit's audit)
+                source TEXT NOT NULL,                     -- 'hq' or the unit's device id
+                finding TEXT CHECK (finding IN ('compliant', 'non-compliant', 'follow-up')),
+                note TEXT NOT NULL DEFAULT '',
+                reviewed_by TEXT,
+                reviewed_at DOUBLE PRECISION,
+                PRIMARY KEY (review_id, audit_uuid)
+            )""",
+            # P11: outside-agency requests, in writing, approved (or denied) and kept on file.
+            """CREATE TABLE outside_requests (
+                id UUID PRIMARY KEY,
+                at DOUBLE PRECISION NOT NULL,
+                agency TEXT NOT NULL,
+                person TEXT NOT NULL,
+                purpose TEXT NOT NULL,
+                case_number TEXT NOT NULL,
+                entered_by TEXT NOT NULL,
+                status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'approved', 'denied')),
+                decided_by TEXT,
+                decided_at DOUBLE PRECISION,
+                decision_note TEXT NOT NULL DEFAULT ''
+            )""",
+        ),
+    ),
 )
 
 

@@ -199,6 +199,53 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE TABLE sync_state (key TEXT PRIMARY KEY, value REAL NOT NULL)",  # last_complete_sync, last_ack
         ),
     ),
+    Migration(
+        6,
+        "accountability: the access record (append-only, hash-chained, signed) and evidence holds",
+        (
+            # P13: every access to stored data, kept permanently. Entry n's hash covers its fields and entry n-1's
+            # hash (edge.access.audit); sig is the unit's Ed25519 signature of hash. Only the sync columns may
+            # change; the triggers refuse everything else, so a bug cannot rewrite history (a person with the key
+            # and a SQL shell can, and `alpr-edge audit verify` / headquarters' copy then shows it).
+            """CREATE TABLE audit (
+                seq INTEGER PRIMARY KEY,         -- 1, 2, 3, ... without gaps
+                uuid TEXT NOT NULL UNIQUE,
+                at REAL NOT NULL,                -- UTC epoch seconds
+                user_name TEXT NOT NULL,         -- the logged-in user, or 'system' for the daemon's own acts
+                role TEXT NOT NULL,              -- the user's role then ('system' for the daemon)
+                action TEXT NOT NULL,            -- dotted verb: search, reads.view, evidence.hold, purge, ...
+                reason TEXT NOT NULL DEFAULT '', -- case / call-for-service number or reason as given (P14)
+                detail TEXT NOT NULL DEFAULT '{}', -- JSON object: criteria, counts, UUIDs returned, ...
+                prev_hash TEXT NOT NULL,         -- hex SHA-256 of entry seq-1 (64 zeros for seq 1)
+                hash TEXT NOT NULL,              -- hex SHA-256 of this entry (edge.access.audit.entry_hash)
+                sig TEXT NOT NULL,               -- base64 Ed25519 signature of the hash bytes
+                synced_at REAL,
+                sync_rejected INTEGER NOT NULL DEFAULT 0
+            )""",
+            "CREATE INDEX audit_by_time ON audit (at)",
+            "CREATE INDEX audit_by_action ON audit (action, at)",
+            "CREATE INDEX audit_unsent ON audit (synced_at) WHERE synced_at IS NULL AND sync_rejected = 0",
+            """CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+               BEGIN SELECT RAISE(ABORT, 'the access record is append-only'); END""",
+            """CREATE TRIGGER audit_no_update
+               BEFORE UPDATE OF seq, uuid, at, user_name, role, action, reason, detail, prev_hash, hash, sig ON audit
+               BEGIN SELECT RAISE(ABORT, 'the access record is append-only'); END""",
+            # P10: a held read (and its images, hits and outcomes) is never purged while any hold on it is active.
+            """CREATE TABLE holds (
+                uuid TEXT PRIMARY KEY,
+                read_uuid TEXT NOT NULL,
+                case_number TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                held_by TEXT NOT NULL,
+                held_at REAL NOT NULL,
+                released_by TEXT,
+                released_at REAL,
+                release_reason TEXT
+            )""",
+            "CREATE INDEX holds_by_read ON holds (read_uuid)",
+            "CREATE INDEX holds_by_case ON holds (case_number)",
+        ),
+    ),
 )
 
 
