@@ -10,6 +10,8 @@ Why it is built this way:
   password is refused and failures are not counted.
 - Accounts are never deleted, only disabled: the access record (issue 7) names users permanently (P13).
 - Names are case-insensitive: stored lowercase, so "JSmith" and "jsmith" cannot be two accounts.
+- The rules (AccountStore) are apart from where accounts are kept (a UserStorage): the unit's SQLCipher store here,
+  headquarters' PostgreSQL in edge.hq.access, so both follow exactly the same rules.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -127,7 +129,9 @@ def _finite(value: object, field: str) -> float:
 
 
 @dataclass(frozen=True)
-class _Row:
+class UserRow:
+    """One stored account as a storage adapter hands it over (the hash never leaves the store's logic)."""
+
     name: str
     role: str
     password_hash: str
@@ -140,48 +144,53 @@ class _Row:
         return User(self.name, self.role, self.training_completed, self.disabled, self.locked_until)
 
 
+class UserStorage(Protocol):
+    """Where accounts are kept: the unit's SQLCipher store (SqliteUserStorage) or headquarters' PostgreSQL
+    (edge.hq.access). Each method is one transaction; a failure raises StoreError."""
+
+    def get(self, key: str) -> UserRow | None: ...
+
+    def all(self) -> list[UserRow]: ...
+
+    def insert(self, row: UserRow, now: float) -> bool:
+        """False when the name is taken (nothing changed)."""
+        ...
+
+    def set_password(self, key: str, pw_hash: str, now: float) -> bool:
+        """Also clears failed logins and a lock; False when there is no such user."""
+        ...
+
+    def set_disabled(self, key: str, disabled: bool) -> bool:
+        """Enabling also clears failed logins and a lock; False when there is no such user."""
+        ...
+
+    def failed(self, key: str, max_failures: int, locked_until: float) -> bool:
+        """Count a wrong password; at ``max_failures`` lock until ``locked_until`` and restart the count. True when
+        the account is locked now."""
+        ...
+
+    def succeeded(self, key: str, *, clear_failures: bool, new_hash: str | None, old_hash: str) -> None:
+        """After a right password: clear failed logins and/or replace the hash (only if it is still ``old_hash``)."""
+        ...
+
+
 _COLUMNS = "name, role, password_hash, training_completed, disabled, failed_logins, locked_until"
 
 
-def _row(r: Any) -> _Row:
+def _row(r: Any) -> UserRow:
     name, role, pw_hash, training, disabled, failed, locked = r
-    return _Row(
+    return UserRow(
         name, role, pw_hash, date.fromisoformat(training) if training else None, bool(disabled), int(failed), locked
     )
 
 
-class UserStore:
-    """The ``users`` table (migration 3). Thread-safe: one lock around each use of the connection (the alert page
-    serves logins from several threads); Argon2 runs outside it."""
+class SqliteUserStorage:
+    """The unit's ``users`` table (migration 3). Thread-safe: one lock around each use of the connection (the alert
+    page serves logins from several threads)."""
 
-    def __init__(
-        self,
-        conn: Connection,
-        *,
-        hasher: PasswordHasher | None = None,
-        max_failures: int = MAX_FAILURES,
-        lockout_s: float = LOCKOUT_S,
-        min_password: int = MIN_PASSWORD,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
+    def __init__(self, conn: Connection) -> None:
         self._conn = conn
-        self._hasher = hasher or PasswordHasher()
-        if self._hasher.type is not Type.ID:
-            raise ValueError("hasher: must produce Argon2id hashes")
-        if isinstance(max_failures, bool) or not isinstance(max_failures, int) or not 1 <= max_failures <= 100:
-            raise ValueError("max_failures: must be an integer in 1..100")
-        if not 0 < _finite(lockout_s, "lockout_s") <= 7 * 86400:
-            raise ValueError("lockout_s: must be in (0, 604800] seconds")
-        if isinstance(min_password, bool) or not isinstance(min_password, int) or not 8 <= min_password <= 128:
-            raise ValueError("min_password: must be an integer in 8..128")
-        self.max_failures = max_failures
-        self.lockout_s = float(lockout_s)
-        self.min_password = min_password
-        self._clock = clock
         self._lock = threading.Lock()
-        self._dummy: str | None = None
-
-    # --- the database ---------------------------------------------------------------------------------------
 
     def _write(self, statements: Sequence[tuple[str, Sequence[object]]]) -> int:
         """Run ``statements`` in one BEGIN IMMEDIATE transaction; returns the rows the last one changed."""
@@ -211,12 +220,94 @@ class UserStore:
             except DBError as e:
                 raise StoreError(f"user accounts query failed: {e}") from e
 
-    def _get_row(self, key: str) -> _Row | None:
+    def get(self, key: str) -> UserRow | None:
         rows = self._fetch(f"SELECT {_COLUMNS} FROM users WHERE name = ?", (key,))
         return _row(rows[0]) if rows else None
 
-    def _must_change(self, changed: int, key: str) -> None:
-        if changed != 1:
+    def all(self) -> list[UserRow]:
+        return [_row(r) for r in self._fetch(f"SELECT {_COLUMNS} FROM users ORDER BY name", ())]
+
+    def insert(self, row: UserRow, now: float) -> bool:
+        sql = (
+            "INSERT INTO users (name, role, password_hash, training_completed, disabled, failed_logins, "
+            "locked_until, created_at, password_changed_at) VALUES (?, ?, ?, ?, 0, 0, NULL, ?, ?)"
+        )
+        training = row.training_completed.isoformat() if row.training_completed else None
+        try:
+            self._write([(sql, (row.name, row.role, row.password_hash, training, now, now))])
+        except IntegrityError:
+            return False
+        return True
+
+    def set_password(self, key: str, pw_hash: str, now: float) -> bool:
+        sql = (
+            "UPDATE users SET password_hash = ?, password_changed_at = ?, failed_logins = 0, locked_until = NULL "
+            "WHERE name = ?"
+        )
+        return self._write([(sql, (pw_hash, now, key))]) == 1
+
+    def set_disabled(self, key: str, disabled: bool) -> bool:
+        if disabled:
+            return self._write([("UPDATE users SET disabled = 1 WHERE name = ?", (key,))]) == 1
+        sql = "UPDATE users SET disabled = 0, failed_logins = 0, locked_until = NULL WHERE name = ?"
+        return self._write([(sql, (key,))]) == 1
+
+    def failed(self, key: str, max_failures: int, locked_until: float) -> bool:
+        n = max_failures
+        sql = (
+            "UPDATE users SET "
+            "failed_logins = CASE WHEN failed_logins + 1 >= ? THEN 0 ELSE failed_logins + 1 END, "
+            "locked_until = CASE WHEN failed_logins + 1 >= ? THEN ? ELSE NULL END "
+            "WHERE name = ?"
+        )
+        self._write([(sql, (n, n, locked_until, key))])
+        after = self.get(key)
+        return after is not None and after.locked_until is not None
+
+    def succeeded(self, key: str, *, clear_failures: bool, new_hash: str | None, old_hash: str) -> None:
+        statements: list[tuple[str, Sequence[object]]] = []
+        if clear_failures:
+            statements.append(("UPDATE users SET failed_logins = 0, locked_until = NULL WHERE name = ?", (key,)))
+        if new_hash is not None:
+            statements.append(
+                ("UPDATE users SET password_hash = ? WHERE name = ? AND password_hash = ?", (new_hash, key, old_hash))
+            )
+        if statements:
+            self._write(statements)
+
+
+class AccountStore:
+    """The account rules (P12) over any UserStorage: policy checks, Argon2id, lockout, training day, disable.
+    Argon2 runs outside the storage's lock."""
+
+    def __init__(
+        self,
+        storage: UserStorage,
+        *,
+        hasher: PasswordHasher | None = None,
+        max_failures: int = MAX_FAILURES,
+        lockout_s: float = LOCKOUT_S,
+        min_password: int = MIN_PASSWORD,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._storage = storage
+        self._hasher = hasher or PasswordHasher()
+        if self._hasher.type is not Type.ID:
+            raise ValueError("hasher: must produce Argon2id hashes")
+        if isinstance(max_failures, bool) or not isinstance(max_failures, int) or not 1 <= max_failures <= 100:
+            raise ValueError("max_failures: must be an integer in 1..100")
+        if not 0 < _finite(lockout_s, "lockout_s") <= 7 * 86400:
+            raise ValueError("lockout_s: must be in (0, 604800] seconds")
+        if isinstance(min_password, bool) or not isinstance(min_password, int) or not 8 <= min_password <= 128:
+            raise ValueError("min_password: must be an integer in 8..128")
+        self.max_failures = max_failures
+        self.lockout_s = float(lockout_s)
+        self.min_password = min_password
+        self._clock = clock
+        self._dummy: str | None = None
+
+    def _must_change(self, changed: bool, key: str) -> None:
+        if not changed:
             raise UnknownUserError(f"name: no user named {key!r}")
 
     # --- administration -------------------------------------------------------------------------------------
@@ -227,42 +318,29 @@ class UserStore:
         role = check_role(role)
         pw = check_password(password, key, self.min_password)
         training = _check_date(training_completed)
-        pw_hash = self._hasher.hash(pw)
-        now = self._clock()
-        sql = (
-            "INSERT INTO users (name, role, password_hash, training_completed, disabled, failed_logins, "
-            "locked_until, created_at, password_changed_at) VALUES (?, ?, ?, ?, 0, 0, NULL, ?, ?)"
-        )
-        try:
-            self._write([(sql, (key, role, pw_hash, training.isoformat() if training else None, now, now))])
-        except IntegrityError as e:
-            raise DuplicateUserError(f"name: a user named {key!r} already exists") from e
+        row = UserRow(key, role, self._hasher.hash(pw), training, False, 0, None)
+        if not self._storage.insert(row, self._clock()):
+            raise DuplicateUserError(f"name: a user named {key!r} already exists")
         log.info("user %s added with role %s", key, role)
-        return User(key, role, training, False, None)
+        return row.user()
 
     def change_password(self, name: str, new_password: str) -> None:
         """Set a new password (policy checked); also clears a lockout. UserError, UnknownUserError, StoreError."""
         key = check_name(name)
         pw = check_password(new_password, key, self.min_password)
-        pw_hash = self._hasher.hash(pw)
-        sql = (
-            "UPDATE users SET password_hash = ?, password_changed_at = ?, failed_logins = 0, locked_until = NULL "
-            "WHERE name = ?"
-        )
-        self._must_change(self._write([(sql, (pw_hash, self._clock(), key))]), key)
+        self._must_change(self._storage.set_password(key, self._hasher.hash(pw), self._clock()), key)
         log.info("password of user %s changed", key)
 
     def disable(self, name: str) -> None:
         """Refuse every later login of this user (the account stays, for the access record)."""
         key = check_name(name)
-        self._must_change(self._write([("UPDATE users SET disabled = 1 WHERE name = ?", (key,))]), key)
+        self._must_change(self._storage.set_disabled(key, True), key)
         log.info("user %s disabled", key)
 
     def enable(self, name: str) -> None:
         """Allow a disabled user to log in again; also clears a lockout."""
         key = check_name(name)
-        sql = "UPDATE users SET disabled = 0, failed_logins = 0, locked_until = NULL WHERE name = ?"
-        self._must_change(self._write([(sql, (key,))]), key)
+        self._must_change(self._storage.set_disabled(key, False), key)
         log.info("user %s enabled", key)
 
     def get(self, name: str) -> User | None:
@@ -271,12 +349,12 @@ class UserStore:
             key = check_name(name)
         except UserError:
             return None
-        row = self._get_row(key)
+        row = self._storage.get(key)
         return row.user() if row else None
 
     def list(self) -> list[User]:
         """Every account, by name (never the hashes)."""
-        return [_row(r).user() for r in self._fetch(f"SELECT {_COLUMNS} FROM users ORDER BY name", ())]
+        return [r.user() for r in self._storage.all()]
 
     # --- logging in -----------------------------------------------------------------------------------------
 
@@ -298,7 +376,7 @@ class UserStore:
         """The user if ``password`` is theirs and they may log in at ``now`` (UTC epoch seconds); else AuthError.
 
         Refused: unknown name, wrong password, locked (after ``max_failures`` wrong passwords, for ``lockout_s``),
-        disabled, or before the training-completed day (the unit's local calendar day).
+        disabled, or before the training-completed day (the local calendar day).
         """
         now = _finite(now, "now")
         dummy = self._dummy_hash()  # made before the lookup, so the first login costs the same for every name
@@ -309,7 +387,7 @@ class UserStore:
         pw = unicodedata.normalize("NFC", password) if isinstance(password, str) else ""
         if len(pw) > MAX_PASSWORD:
             raise AuthError("password")
-        row = self._get_row(key) if key else None
+        row = self._storage.get(key) if key else None
         if row is None:
             self._verify(dummy, pw)
             log.info("login refused: unknown user name")
@@ -319,7 +397,11 @@ class UserStore:
             log.info("login of user %s refused: locked", key)
             raise AuthError("locked")
         if not ok:
-            self._failed(row, now)
+            n = self.max_failures
+            if self._storage.failed(row.name, n, now + self.lockout_s):
+                log.warning("user %s locked for %.0f s after %d wrong passwords", key, self.lockout_s, n)
+            else:
+                log.info("login of user %s refused: wrong password", key)
             raise AuthError("password")
         self._succeeded(row, pw)
         if row.disabled:
@@ -331,33 +413,34 @@ class UserStore:
         log.info("user %s logged in", key)
         return User(row.name, row.role, row.training_completed, False, None)
 
-    def _failed(self, row: _Row, now: float) -> None:
-        n = self.max_failures
-        sql = (
-            "UPDATE users SET "
-            "failed_logins = CASE WHEN failed_logins + 1 >= ? THEN 0 ELSE failed_logins + 1 END, "
-            "locked_until = CASE WHEN failed_logins + 1 >= ? THEN ? ELSE NULL END "
-            "WHERE name = ?"
-        )
-        self._write([(sql, (n, n, now + self.lockout_s, row.name))])
-        after = self._get_row(row.name)
-        if after is not None and after.locked_until is not None:
-            log.warning("user %s locked for %.0f s after %d wrong passwords", row.name, self.lockout_s, n)
-        else:
-            log.info("login of user %s refused: wrong password", row.name)
-
-    def _succeeded(self, row: _Row, pw: str) -> None:
-        statements: list[tuple[str, Sequence[object]]] = []
-        if row.failed_logins or row.locked_until is not None:
-            statements.append(("UPDATE users SET failed_logins = 0, locked_until = NULL WHERE name = ?", (row.name,)))
+    def _succeeded(self, row: UserRow, pw: str) -> None:
+        clear = bool(row.failed_logins or row.locked_until is not None)
+        new_hash = None
         if self._hasher.check_needs_rehash(row.password_hash):
-            # the same password under the current parameters; only if nobody changed it meanwhile
-            statements.append(
-                (
-                    "UPDATE users SET password_hash = ? WHERE name = ? AND password_hash = ?",
-                    (self._hasher.hash(pw), row.name, row.password_hash),
-                )
-            )
+            new_hash = self._hasher.hash(pw)  # the same password under the current parameters
             log.info("password hash of user %s renewed with the current Argon2 parameters", row.name)
-        if statements:
-            self._write(statements)
+        if clear or new_hash is not None:
+            self._storage.succeeded(row.name, clear_failures=clear, new_hash=new_hash, old_hash=row.password_hash)
+
+
+class UserStore(AccountStore):
+    """The unit's accounts: the ``users`` table (migration 3) of the SQLCipher store. Thread-safe."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        *,
+        hasher: PasswordHasher | None = None,
+        max_failures: int = MAX_FAILURES,
+        lockout_s: float = LOCKOUT_S,
+        min_password: int = MIN_PASSWORD,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(
+            SqliteUserStorage(conn),
+            hasher=hasher,
+            max_failures=max_failures,
+            lockout_s=lockout_s,
+            min_password=min_password,
+            clock=clock,
+        )
