@@ -135,6 +135,29 @@ class SyncConfig:
 
 
 @dataclass(frozen=True)
+class HealthConfig:
+    camera_lost_s: float = _f(10.0, "a live camera without a frame for this long is 'camera lost'", 0.5, 3600)
+    frozen_s: float = _f(30.0, "a camera whose frames do not change for this long is 'camera frozen'", 1, 86400)
+    frozen_max_diff: float = _f(0.5, "frames differ less than this (mean grey levels, sampled pixels): unchanged", 0, 50)
+    sample_s: float = _f(1.0, "each camera's frames are examined this often (freeze, exposure, focus)", 0.1, 60)
+    gps_lost_s: float = _f(30.0, "gpsd mode: no fix for this long is 'GPS lost'", 1, 3600)
+    broker_lost_s: float = _f(30.0, "a broker (sync, alerts) unreachable for this long is a fault", 1, 3600)
+    disk_warn_mb: float = _f(256.0, "warn when free disk space is within this of store.min_free_mb", 0, 1e6)
+    clock_jump_s: float = _f(120.0, "system clock and GPS time differ by more than this: 'clock jump'", 1, 86400)
+    status_file: Path | None = _f(None, "status snapshot (default: $RUNTIME_DIRECTORY/status.json, else data_dir/run)")
+
+
+@dataclass(frozen=True)
+class ConsoleConfig:
+    port: str = _f("/dev/ttyS0", "serial port of the diagnostics console (/dev/ttyS0, /dev/ttyAMA0, /dev/ttyGS0)")
+    baud: int = _f(115200, "line speed (8N1)", 1200, 4000000)
+    login_timeout_s: float = _f(60.0, "a login not completed in this time starts over", 5, 3600)
+    idle_timeout_s: float = _f(600.0, "a session without input for this long is logged out", 10, 86400)
+    max_line: int = _f(256, "longest command line; longer input is discarded with a message", 16, 4096)
+    log_file: Path | None = _f(None, "the daemon's log file for 'logs' where journald is not available")
+
+
+@dataclass(frozen=True)
 class Config:
     unit: UnitConfig
     models: ModelsConfig
@@ -145,6 +168,8 @@ class Config:
     hotlist: HotlistConfig = HotlistConfig()
     alerts: AlertsConfig = AlertsConfig()
     sync: SyncConfig = SyncConfig()
+    health: HealthConfig = HealthConfig()
+    console: ConsoleConfig = ConsoleConfig()
     source: Path | None = None  # the file it came from
 
     @property
@@ -314,7 +339,7 @@ def _camera(i: int, raw: Any, base: Path) -> CameraSpec:
 
 def parse(raw: dict[str, Any], base: Path, source: Path | None = None) -> Config:
     """Build a Config from parsed TOML; ``base`` resolves relative paths."""
-    known = {"unit", "models", "gps", "store", "pipeline", "camera", "hotlist", "alerts", "sync"}
+    known = {"unit", "models", "gps", "store", "pipeline", "camera", "hotlist", "alerts", "sync", "health", "console"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown section (known: {', '.join(sorted(known))})")
@@ -363,6 +388,8 @@ def parse(raw: dict[str, Any], base: Path, source: Path | None = None) -> Config
         hotlist=hotlist,
         alerts=_section(AlertsConfig, "alerts", raw.get("alerts", {}), base),
         sync=sync,
+        health=_section(HealthConfig, "health", raw.get("health", {}), base),
+        console=_section(ConsoleConfig, "console", raw.get("console", {}), base),
         source=source,
     )
 
