@@ -138,7 +138,7 @@ class SyncConfig:
 class HealthConfig:
     camera_lost_s: float = _f(10.0, "a live camera without a frame for this long is 'camera lost'", 0.5, 3600)
     frozen_s: float = _f(30.0, "a camera whose frames do not change for this long is 'camera frozen'", 1, 86400)
-    frozen_max_diff: float = _f(0.5, "frames differ less than this (mean grey levels, sampled pixels): unchanged", 0, 50)
+    frozen_max_diff: float = _f(0.5, "frames closer than this (mean grey levels) are unchanged", 0, 50)
     sample_s: float = _f(1.0, "each camera's frames are examined this often (freeze, exposure, focus)", 0.1, 60)
     gps_lost_s: float = _f(30.0, "gpsd mode: no fix for this long is 'GPS lost'", 1, 3600)
     broker_lost_s: float = _f(30.0, "a broker (sync, alerts) unreachable for this long is a fault", 1, 3600)
