@@ -119,9 +119,12 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .runner import run
+    from .runner import RESTART, run
 
-    return run(args.config, args.forever)
+    while True:  # headquarters' settings take effect by running again with them (the config is read once)
+        code = run(args.config, args.forever)
+        if code != RESTART:
+            return code
 
 
 def build_parser() -> argparse.ArgumentParser:

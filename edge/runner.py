@@ -26,6 +26,7 @@ from .store.db import Connection, open_db
 from .store.errors import KeyFileError, StoreError
 from .store.keys import load_key
 from .store.reads import ReadStore
+from .sync import remote_config
 from .sync.hotlist_source import MqttBundleSource
 from .sync.uplink import Uplink
 from .vision.recognizer import Recognizer
@@ -35,6 +36,7 @@ from .web.hub import AlertHub
 
 log = logging.getLogger(__name__)
 OutcomeRecorder = Callable[[str, str, str, str], object]  # hit uuid, outcome, officer, note
+RESTART = 75  # run() asks to be run again: headquarters' settings arrived (the command line restarts it)
 
 
 def _password(path: Path | None) -> str | None:
@@ -45,7 +47,7 @@ def _password(path: Path | None) -> str | None:
 
 def run(config_path: Path, forever: bool) -> int:
     try:
-        cfg = config.load(config_path)
+        cfg, remote_docs, remote_problem = remote_config.load(config_path)
         key = load_key(cfg.store.key_file)
         cfg.unit.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         store = ReadStore.open(
@@ -83,6 +85,18 @@ def run(config_path: Path, forever: bool) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
 
+    if remote_problem:
+        log.warning("%s", remote_problem)
+    for d in remote_docs:
+        log.info("headquarters settings in force: %s version %d", d.scope, d.version)
+    restart = threading.Event()
+
+    def settings_accepted(doc: remote_config.ConfigDoc) -> None:
+        log.warning("headquarters settings version %d received: restarting to apply them", doc.version)
+        restart.set()
+        stop.set()
+
+    remote = remote_config.RemoteConfig(config_path, cfg, trusted, settings_accepted) if cfg.sync.enabled else None
     mqtt_lists = MqttBundleSource() if cfg.sync.enabled else None
     hotlists = HotListService(cfg.db_path, key, cfg.hotlist, trusted, extra_sources=[mqtt_lists] if mqtt_lists else [])
     uplink: Uplink | None = None
@@ -91,6 +105,8 @@ def run(config_path: Path, forever: bool) -> int:
             uplink = Uplink(
                 cfg.db_path, key, cfg.sync, cfg.unit.id, services_stop,
                 on_hotlist_bundle=mqtt_lists.offer if mqtt_lists else None,
+                on_config=remote.offer if remote else None,
+                config_topics=remote.topics() if remote else (),
             )  # fmt: skip
         except ValueError as e:
             print(f"alpr-edge: [sync] {e}", file=sys.stderr)
@@ -165,6 +181,9 @@ def run(config_path: Path, forever: bool) -> int:
     )
     if st.faults:
         print(f"alpr-edge: faults at exit: {'; '.join(st.faults)}", flush=True)
+    if restart.is_set():
+        print("alpr-edge: restarting with headquarters' new settings", flush=True)
+        return RESTART
     return 0
 
 

@@ -26,6 +26,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from .. import config as config_mod
 from ..alerts_mqtt import MqttConfigError, backoff_delay, tls_context
 from ..hotlist import bundle as hlb
 from ..store.commands import iso_utc
@@ -281,6 +282,43 @@ def cmd_publish_hotlist(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- publish-config -----------------------------------------------------------------------------------------------
+
+
+def cmd_publish_config(args: argparse.Namespace) -> int:
+    """Sign a settings file (TOML, only remote_config.REMOTE_KEYS) and publish it retained for a unit or a fleet."""
+    from ..sync import remote_config as rc
+
+    scope, target = ("agency", args.agency) if args.agency else ("device", args.device)
+    try:
+        raw = rc.read_raw(args.settings)
+        settings = rc.check_settings(raw)
+        topic = rc.config_topic(scope, target)
+        key = hlb.load_private_key(args.signing_key)
+    except (rc.RemoteConfigError, config_mod.ConfigError, protocol.ProtocolError, hlb.BundleError) as e:
+        raise HqError(f"{args.settings}: not published: {e}") from e
+    version = args.version if args.version is not None else rc.new_version()
+    doc = rc.ConfigDoc(scope, target, version, time.time(), settings)
+    data = rc.sign_doc(doc, key)
+    try:
+        tls = tls_context(args.ca, args.cert, args.key)
+    except MqttConfigError as e:
+        raise HqError(str(e)) from e
+    publish_retained(
+        args.broker,
+        args.port,
+        topic,
+        data,
+        tls=tls,
+        username=args.username,
+        password=_password(args.password_file),
+        timeout_s=args.timeout,
+    )
+    keys = ", ".join(f"{s}.{k}" for s, v in sorted(settings.items()) for k in sorted(v))
+    print(f"published settings version {version} for {scope} {target} retained on {topic}: {keys}")
+    return 0
+
+
 # -- the parser ---------------------------------------------------------------------------------------------------
 
 
@@ -418,3 +456,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pub.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the broker (default 30)")
     _broker_args(pub)
     pub.set_defaults(func=_run(cmd_publish_hotlist))
+
+    pc = hsub.add_parser(
+        "publish-config",
+        help="publish signed settings to an agency's fleet or one unit (retained; applied at the unit's restart)",
+        description="Sign a TOML file of settings with headquarters' hot list signing key and publish it as a "
+        "retained QoS 1 message on alpr/<device>/config or alpr/fleet/<agency>/config. Only tuning settings may be "
+        "set from headquarters (retention, batch sizes, bandwidth, hot list refresh, reading thresholds), never "
+        "hosts, paths, keys, cameras or capture zones. A unit accepts a version only if it is newer than the one in "
+        "force, and restarts to apply it; a unit's own settings override its fleet's.",
+    )
+    pc.add_argument("settings", type=Path, help="TOML file, e.g. [store] retention_days = 21")
+    pc_target = pc.add_mutually_exclusive_group(required=True)
+    pc_target.add_argument("--agency", default=None, help="publish to every unit of this agency")
+    pc_target.add_argument("--device", default=None, help="publish to this one unit")
+    pc.add_argument("--signing-key", type=Path, required=True, help="headquarters' Ed25519 signing key (PEM, 0600)")
+    pc.add_argument("--version", type=_positive, default=None, help="default: milliseconds since the epoch")
+    pc.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the broker (default 30)")
+    _broker_args(pc)
+    pc.set_defaults(func=_run(cmd_publish_config))

@@ -16,7 +16,7 @@ import random
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -124,6 +124,8 @@ class Uplink:
         stop: threading.Event,
         on_hotlist_bundle: Callable[[bytes, str], None] | None = None,
         clock: Callable[[], float] = time.time,
+        on_config: Callable[[bytes, str], object] | None = None,
+        config_topics: Sequence[str] = (),
     ) -> None:
         if not cfg.host:
             raise ValueError("sync.host: required")
@@ -133,6 +135,8 @@ class Uplink:
         self.device_id = check_device(device_id)
         self._stop = stop
         self._on_bundle = on_hotlist_bundle
+        self._on_config = on_config
+        self.config_topics = list(config_topics) if on_config is not None else []
         self._clock = clock
         self._tls = tls_context(cfg.ca_file, cfg.cert_file, cfg.key_file)
         self.client_id = f"alpr-edge-{device_id}-sync"
@@ -261,6 +265,12 @@ class Uplink:
                 except ProtocolError as e:
                     log.warning("invalid acknowledgement on %s ignored: %s", msg.topic, e)
                 return
+            if msg.topic in self.config_topics and self._on_config is not None:
+                try:
+                    self._on_config(bytes(msg.payload), msg.topic)
+                except Exception:
+                    log.exception("settings handler failed for %s", msg.topic)
+                return
             if self._on_bundle is None:
                 return
             try:
@@ -277,7 +287,7 @@ class Uplink:
         def on_connect(c: mqtt.Client, u: Any, flags: mqtt.ConnectFlags, rc: ReasonCode, p: Properties | None) -> None:
             result.append(rc)
             if not rc.is_failure:
-                topics = [(self.ack_topic, 1), *((t, 1) for t in self.hotlist_topics)]
+                topics = [(self.ack_topic, 1), *((t, 1) for t in (*self.hotlist_topics, *self.config_topics))]
                 c.subscribe(topics)
 
         def on_subscribe(c: mqtt.Client, u: Any, mid: int, rcs: list[ReasonCode], p: Properties | None) -> None:
