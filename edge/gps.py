@@ -73,6 +73,7 @@ class GpsStatus:
     reconnects: int  # connections made after the first one
     garbage_lines: int  # lines from gpsd that failed parsing or validation
     fault: str | None  # why there is no data, for operators (no position in it)
+    clock_offset_s: float | None = None  # system clock minus GPS time at the last fix's arrival (health: clock jump)
 
     def __post_init__(self) -> None:
         if self.state not in STATES:
@@ -362,6 +363,7 @@ class GpsdClient:
         self._satellites: int | None = None
         self._garbage = 0
         self._fault: str | None = "not started"
+        self._clock_offset: float | None = None
 
     # -- public interface -------------------------------------------------------------------------------------
 
@@ -401,6 +403,7 @@ class GpsdClient:
                 reconnects=max(0, self._connections - 1),
                 garbage_lines=self._garbage,
                 fault=self._fault,
+                clock_offset_s=self._clock_offset if self._connected else None,
             )
 
     def recent_fixes(self) -> list[Fix]:
@@ -546,6 +549,8 @@ class GpsdClient:
         fix = tpv.to_fix()
         with self._lock:
             self._mode = tpv.mode
+            if fix is not None and fix.time is not None:
+                self._clock_offset = time.time() - fix.time
             if fix is not None:
                 accepted = self._history.add_fix(fix)
                 self._fault = None if accepted else "GPS time and system clock differ by more than the history horizon"
