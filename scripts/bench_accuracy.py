@@ -112,8 +112,7 @@ def main() -> int:
                     print(f"{scene.path}: {e}", file=sys.stderr)
                     continue
                 rec = recognizer(region)
-                detections = rec.detector.detect(frame)
-                reads = rec.read_detections(frame, detections)
+                detections, reads = rec.detect_and_read(frame)
                 st = stats[f"{root.name}:scenes-{region or 'any'}"]
                 st["images"] += 1
                 for b in scene.boxes:

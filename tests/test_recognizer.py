@@ -19,6 +19,7 @@ REAL_SCENES = [
     ("us", "0b86cecf-67d1-4fc0-87c9-b36b0ee228bb"),
     ("eu", "test_006"),
     ("br", "HPM9362"),
+    ("eu", "eu4"),  # a close-up: the plate fills 70 % of the width; found only zoomed out, beside a false box
 ]
 
 
@@ -59,6 +60,17 @@ def test_real_scene_detected_and_read(recognizer: Recognizer, shared: Path, regi
     assert len(best.candidates) >= 5
     # the label (O/0 merged: the Slovak label in the shared data is known to be wrong, see label_corrections)
     assert best.text.replace("O", "0") == label.replace("O", "0")
+
+
+def test_zoom_out_only_when_full_scale_reads_nothing(recognizer: Recognizer, shared: Path) -> None:
+    """The close-up's full-scale pass finds a box below the plate that reads as nothing; the zoomed-out pass
+    finds the plate. Turning the zoom off loses it, which is what the old rule (zoom only with no box) did."""
+    frame = read_image(shared / "plates-dev" / "scenes" / "eu" / "eu4.jpg")
+    box, _ = _annotation(shared, "eu", "eu4")
+    assert recognizer.detector.detect_at(frame, 1.0)  # the false boxes are there at full scale
+    assert recognizer.read_detections(frame, recognizer.detector.detect(frame)) == []  # the old rule: no read
+    dets, reads = recognizer.detect_and_read(frame)
+    assert reads and iou(reads[0].box, box) > 0.4 and any(iou(d.box, box) > 0.4 for d in dets)
 
 
 @pytest.mark.parametrize("text", ["7ABC123", "KM4521", "BRT5X09"])

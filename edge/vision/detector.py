@@ -99,12 +99,13 @@ class PlateDetector:
         self.zoom_out = zoom_out
 
     def detect(self, frame_bgr: np.ndarray) -> list[Detection]:
-        found = self._detect(frame_bgr, 1.0)
+        found = self.detect_at(frame_bgr, 1.0)
         if not found and self.zoom_out > 1:
-            found = self._detect(frame_bgr, self.zoom_out)
+            found = self.detect_at(frame_bgr, self.zoom_out)
         return found
 
-    def _detect(self, frame_bgr: np.ndarray, shrink: float) -> list[Detection]:
+    def detect_at(self, frame_bgr: np.ndarray, shrink: float) -> list[Detection]:
+        """Detections with the frame ``shrink`` times smaller than the network's input (1: fills it)."""
         x, lb = letterbox(frame_bgr, self.height, self.width, shrink)
         outs = self._model.run(x[None])
         heat = outs[self._heat_index][0, :, :, 0]

@@ -120,7 +120,20 @@ class Recognizer:
 
     def recognize(self, frame: np.ndarray) -> list[PlateRead]:
         """All plates read in a BGR frame, in order of detection score."""
-        return self.read_detections(frame, self.detector.detect(frame))
+        return self.detect_and_read(frame)[1]
+
+    def detect_and_read(self, frame: np.ndarray) -> tuple[list[Detection], list[PlateRead]]:
+        """The detections and the plates read from them. When nothing at full scale gives a read (no box, or only
+        boxes that are not plates, such as a grille beside a plate too close to the camera for the network's
+        receptive field), the frame is searched again zoomed out (``detector.zoom_out``)."""
+        found = self.detector.detect_at(frame, 1.0)
+        reads = self.read_detections(frame, found)
+        if not reads and self.detector.zoom_out > 1:
+            zoomed = self.detector.detect_at(frame, self.detector.zoom_out)
+            zoomed_reads = self.read_detections(frame, zoomed)
+            if zoomed_reads or not found:
+                return zoomed, zoomed_reads
+        return found, reads
 
     def read_detections(self, frame: np.ndarray, detections: list[Detection]) -> list[PlateRead]:
         """Read each detected box; keeps reads of at least ``min_chars`` characters and ``min_confidence``
