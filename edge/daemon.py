@@ -9,6 +9,8 @@ pings the watchdog only while the workers are alive and making progress.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import queue
 import threading
@@ -24,6 +26,7 @@ from .capture.stream import CameraStream
 from .capture.zones import ZoneMask
 from .config import Config
 from .gps import NO_FIX, Fix, FixedPosition, GpsdClient
+from .health import Counters, Fault, Health, Parts, snapshot, status_file, write_snapshot
 from .hotlist.manual import recheck_recent_reads
 from .hotlist.service import HotListService
 from .sdnotify import Notifier
@@ -94,6 +97,7 @@ class Status:
     faults: tuple[str, ...]
     hits: int = 0
     hotlist: str = "off"
+    health: tuple[Fault, ...] = ()  # the same faults with code and severity (edge.health)
 
     def line(self) -> str:
         faults = "; ".join(self.faults) if self.faults else "none"
@@ -131,6 +135,7 @@ class Daemon:
         hotlists: HotListService | None = None,
         alerts: AlertService | None = None,
         extra_faults: Callable[[], list[str]] | None = None,
+        links: Callable[[], Parts] | None = None,
     ) -> None:
         self.cfg = cfg
         self.recognizer = recognizer
@@ -141,6 +146,11 @@ class Daemon:
         self.hotlists = hotlists
         self.alerts = alerts
         self.extra_faults = extra_faults
+        self.links = links  # the uplink's and the alerts publisher's states, for health
+        self.health = Health(cfg.health, int(cfg.store.min_free_mb * 1e6))
+        self.status_path = status_file(cfg)
+        self.last_snapshot: bytes | None = None  # JSON, for the MQTT status topic
+        self._snapshot_failed = False
         p = cfg.pipeline
         self.tracker = Tracker(
             TrackerSettings(
@@ -156,12 +166,17 @@ class Daemon:
         self.capture_stop = threading.Event()
         self.counters = _Counters()
         self.started = time.monotonic()
-        self.streams = [CameraStream(spec, self.frames.put, self.capture_stop) for spec in cfg.cameras]
+        self.streams = [CameraStream(spec, self._on_frame, self.capture_stop) for spec in cfg.cameras]
         self._masks: dict[tuple[str, int, int], ZoneMask] = {}
         self._specs: dict[str, CameraSpec] = {c.id: c for c in cfg.cameras}
         self._fps_mark = (self.started, 0)
 
     # -- workers -------------------------------------------------------------------------------------------
+
+    def _on_frame(self, frame: Frame) -> None:
+        """On the capture thread: health looks at one frame a second (cheap), then the frame is queued."""
+        self.health.probe.observe(frame.camera_id, frame.image)
+        self.frames.put(frame)
 
     def _in_zone(self, frame: Frame, plates: list[PlateRead]) -> list[PlateRead]:
         spec = self._specs[frame.camera_id]
@@ -314,45 +329,51 @@ class Daemon:
 
     # -- status --------------------------------------------------------------------------------------------
 
+    def _parts(self) -> tuple[Parts, list[Fault]]:
+        """The parts' states for health, and the faults that only the daemon knows about."""
+        own: list[Fault] = []
+        parts = self.links() if self.links is not None else Parts()
+        store = store_error = None
+        try:
+            store = self.store.status()
+        except StoreError as e:
+            store_error = str(e)
+        hotlists = self.hotlists.state() if self.hotlists is not None else None
+        configured = bool(self.cfg.hotlist.sources or self.cfg.hotlist.public_keys)
+        gps = self.position.status() if isinstance(self.position, GpsdClient) else None
+        parts = dataclasses.replace(
+            parts,
+            cameras=tuple(s.status() for s in self.streams),
+            recorded=frozenset(s.spec.id for s in self.streams if s.spec.recorded),
+            gps=gps,
+            store=store,
+            store_error=store_error,
+            hotlist=hotlists,
+            hotlist_configured=configured,
+        )
+        c = self.counters
+        if c.store_fault:
+            own.append(Fault("store.error", "critical", c.store_fault))
+        if c.recognize_fault:
+            own.append(Fault("recognition.error", "warning", c.recognize_fault))
+        if self.extra_faults is not None:
+            own += [Fault("other", "warning", f) for f in self.extra_faults()]
+        return parts, own
+
     def status(self) -> Status:
+        return self._status()[0]
+
+    def _status(self) -> tuple[Status, Parts]:
         now = time.monotonic()
         c = self.counters
         t0, f0 = self._fps_mark
         fps = (c.frames - f0) / (now - t0) if now > t0 else 0.0
-        faults = []
-        for s in self.streams:
-            st = s.status()
-            if st.fault:
-                faults.append(f"camera {st.camera_id}: {st.fault}")
+        parts, own = self._parts()
+        found = list(self.health.faults(parts)) + own
+        unique = list({f.text: f for f in found}.values())
         gps_state = self.position.state() if isinstance(self.position, NoPosition) else self.position.status().state
-        if isinstance(self.position, GpsdClient) and gps_state != "fix":
-            faults.append(f"gps: {gps_state}")
-        try:
-            st_store = self.store.status()
-            if st_store.fault:
-                faults.append(f"store: {st_store.fault}")
-            elif not st_store.scene_images_on:
-                faults.append("store: disk low, scene images not stored")
-        except StoreError as e:
-            faults.append(f"store: {e}")
-        if c.store_fault:
-            faults.append(c.store_fault)
-        if c.recognize_fault:
-            faults.append(c.recognize_fault)
-        hotlist = "off"
-        if self.hotlists is not None:
-            hs = self.hotlists.state()
-            hotlist = f"{hs.entries} entries"
-            configured = bool(self.cfg.hotlist.sources or self.cfg.hotlist.public_keys)
-            if hs.oldest_age_s is None and configured:
-                faults.append("hot list stale: no signed list in force")
-            elif hs.stale and hs.oldest_age_s is not None:
-                faults.append(f"hot list stale: {hs.oldest_age_s / 3600:.0f} h old")
-            if hs.fault:
-                faults.append(hs.fault)
-        if self.extra_faults is not None:
-            faults.extend(self.extra_faults())
-        return Status(
+        hotlist = "off" if parts.hotlist is None else f"{parts.hotlist.entries} entries"
+        st = Status(
             uptime_s=now - self.started,
             frames=c.frames,
             fps=fps,
@@ -360,10 +381,30 @@ class Daemon:
             reads=c.reads,
             pending=self.reads.qsize(),
             gps=gps_state,
-            faults=tuple(dict.fromkeys(faults)),
+            faults=tuple(f.text for f in unique),
             hits=c.hits,
             hotlist=hotlist,
+            health=tuple(unique),
         )
+        return st, parts
+
+    def report(self) -> Status:
+        """The periodic report: the status, and the snapshot for the console and headquarters."""
+        st, parts = self._status()
+        counters = Counters(st.uptime_s, st.fps, st.frames, st.dropped, st.reads, st.pending, st.hits, len(self.frames))
+        snap = snapshot(
+            self.cfg.unit.id, counters, parts, st.health, self.health.probe, self.cfg.gps.mode,
+            self.health.min_free_bytes,
+        )  # fmt: skip
+        self.last_snapshot = json.dumps(snap, sort_keys=True, separators=(",", ":")).encode()
+        try:
+            write_snapshot(self.status_path, snap)
+            self._snapshot_failed = False
+        except OSError as e:
+            if not self._snapshot_failed:  # once, not every interval
+                log.error("cannot write the status snapshot %s: %s", self.status_path, e.strerror or e)
+            self._snapshot_failed = True
+        return st
 
     def healthy(self) -> bool:
         now = time.monotonic()
@@ -385,7 +426,7 @@ class Daemon:
             s.start()
         self.started = time.monotonic()
         self._fps_mark = (self.started, 0)
-        self.notifier.ready(self.status().line())
+        self.notifier.ready(self.report().line())
         log.info("running: %d camera(s), unit %s", len(self.streams), self.cfg.unit.id)
         recorded = [s for s in self.streams if s.spec.recorded]  # live cameras never end
         interval = self.cfg.pipeline.status_interval_s
@@ -399,7 +440,7 @@ class Daemon:
             else:
                 log.error("a worker has stalled; withholding the watchdog ping so that systemd restarts the unit")
             if time.monotonic() >= next_status:
-                st = self.status()
+                st = self.report()
                 self.notifier.status(st.line())
                 log.info("status: %s", st.line())
                 self._fps_mark = (time.monotonic(), self.counters.frames)
@@ -429,4 +470,5 @@ class Daemon:
             faults=end.faults,
             hits=end.hits,
             hotlist=end.hotlist,
+            health=end.health,
         )

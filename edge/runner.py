@@ -19,6 +19,7 @@ from .alerts import AlertService, AlertSink
 from .alerts_mqtt import MqttAlertPublisher
 from .daemon import Daemon, NoPosition
 from .gps import FixedPosition, GpsdClient
+from .health import Parts
 from .hotlist.bundle import BundleError, load_public_keys
 from .hotlist.service import HotListService
 from .sdnotify import Notifier
@@ -100,6 +101,7 @@ def run(config_path: Path, forever: bool) -> int:
     mqtt_lists = MqttBundleSource() if cfg.sync.enabled else None
     hotlists = HotListService(cfg.db_path, key, cfg.hotlist, trusted, extra_sources=[mqtt_lists] if mqtt_lists else [])
     uplink: Uplink | None = None
+    daemon: Daemon | None = None
     if cfg.sync.enabled:
         try:
             uplink = Uplink(
@@ -107,6 +109,7 @@ def run(config_path: Path, forever: bool) -> int:
                 on_hotlist_bundle=mqtt_lists.offer if mqtt_lists else None,
                 on_config=remote.offer if remote else None,
                 config_topics=remote.topics() if remote else (),
+                status_payload=lambda: daemon.last_snapshot if daemon is not None else None,
             )  # fmt: skip
         except ValueError as e:
             print(f"alpr-edge: [sync] {e}", file=sys.stderr)
@@ -134,20 +137,13 @@ def run(config_path: Path, forever: bool) -> int:
     page = _start_page(cfg, key, hub, alert_service.record_outcome)
 
     def faults() -> list[str]:
-        out = []
-        if publisher is not None:
-            ps = publisher.status()
-            if ps.fault:
-                out.append(f"alerts mqtt: {ps.fault} ({ps.queued} queued)")
-        if page is not None and page.fault:
-            out.append(f"alert page: {page.fault}")
-        if uplink is not None:
-            us = uplink.status()
-            if us.fault:
-                out.append(f"sync: {us.fault}")
-            if us.level != "ok":
-                out.append(f"sync {us.level}: last complete sync {us.days_since_sync or 0:.1f} days ago")
-        return out
+        return [f"alert page: {page.fault}"] if page is not None and page.fault else []
+
+    def links() -> Parts:  # the brokers' states: edge.health turns them into faults
+        return Parts(
+            uplink=uplink.status() if uplink is not None else None,
+            alerts=publisher.status() if publisher is not None else None,
+        )
 
     try:
         hotlists.start(services_stop)
@@ -158,8 +154,9 @@ def run(config_path: Path, forever: bool) -> int:
         if uplink is not None:
             uplink.start()
         daemon = Daemon(
-            cfg, rec, store, position, Notifier(), hotlists=hotlists, alerts=alert_service, extra_faults=faults
-        )
+            cfg, rec, store, position, Notifier(), hotlists=hotlists, alerts=alert_service, extra_faults=faults,
+            links=links,
+        )  # fmt: skip
         st = daemon.run(stop, exit_when_sources_end=not forever)
     finally:
         services_stop.set()

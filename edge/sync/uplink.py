@@ -33,7 +33,17 @@ from ..store.db import Connection, open_db
 from ..store.errors import StoreError
 from ..store.migrations import migrate
 from .outbox import Outbox
-from .protocol import KINDS, Ack, ProtocolError, ack_topic, check_device, decode_ack, encode_batch, up_topic
+from .protocol import (
+    KINDS,
+    Ack,
+    ProtocolError,
+    ack_topic,
+    check_device,
+    decode_ack,
+    encode_batch,
+    status_topic,
+    up_topic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +54,7 @@ KEEPALIVE_S = 60
 POLL_S = 0.05
 IDLE_CHECK_S = 1.0  # how often an idle uplink looks for new rows
 STATUS_REFRESH_S = 2.0
+STATUS_PUBLISH_S = 60.0  # the unit's health snapshot (edge.health) on alpr/<device>/status, retained
 ACK_REFRESH_S = 0.3
 STABLE_S = 10.0
 BACKOFF = (0.5, 60.0)
@@ -126,6 +137,8 @@ class Uplink:
         clock: Callable[[], float] = time.time,
         on_config: Callable[[bytes, str], object] | None = None,
         config_topics: Sequence[str] = (),
+        status_payload: Callable[[], bytes | None] | None = None,
+        status_interval_s: float = STATUS_PUBLISH_S,
     ) -> None:
         if not cfg.host:
             raise ValueError("sync.host: required")
@@ -135,6 +148,9 @@ class Uplink:
         self.device_id = check_device(device_id)
         self._stop = stop
         self._on_bundle = on_hotlist_bundle
+        self._status_payload = status_payload
+        self.status_interval_s = status_interval_s
+        self.status_topic = status_topic(device_id)
         self._on_config = on_config
         self.config_topics = list(config_topics) if on_config is not None else []
         self._clock = clock
@@ -336,10 +352,16 @@ class Uplink:
         """Send batches until the connection ends or the uplink stops; whether it was productive."""
         pubacks: dict[int, ReasonCode] = {}
 
+        status_mids: set[int] = set()  # health snapshots: their PUBACKs are not batches'
+
         def on_publish(c: mqtt.Client, u: Any, mid: int, rc: ReasonCode, p: Properties) -> None:
-            pubacks[mid] = rc
+            if mid in status_mids:
+                status_mids.discard(mid)
+            else:
+                pubacks[mid] = rc
 
         client.on_publish = on_publish
+        next_status = 0.0
         started = time.monotonic()
         productive = False
         inflight: tuple[str, int, float] | None = None  # batch id, mid, when published
@@ -349,6 +371,13 @@ class Uplink:
         max_items = self.cfg.batch_max_items  # halved after a batch that could not be encoded, until the next ack
         while not self._stop.is_set():
             now = time.monotonic()
+            if self._status_payload is not None and now >= next_status:
+                next_status = now + self.status_interval_s
+                status = self._status_payload()
+                if status is not None:
+                    info = client.publish(self.status_topic, status, qos=1, retain=True)
+                    if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                        status_mids.add(info.mid)
             if inflight is None and now >= next_look:
                 batch = outbox.next_batch(max_items, max_bytes)
                 if batch is None:
