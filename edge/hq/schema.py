@@ -218,6 +218,7 @@ MIGRATIONS: tuple[Migration, ...] = (
                 reads BIGINT NOT NULL,
                 images BIGINT NOT NULL,
                 hits BIGINT NOT NULL,
+                outcomes BIGINT NOT NULL DEFAULT 0,
                 held_kept BIGINT NOT NULL                 -- reads past the period kept because held
             )""",
             # P15: the monthly audit: a random draw of searches, a finding per search, a sign-off.
