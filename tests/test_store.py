@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import json
 import math
 import os
@@ -16,6 +17,7 @@ import sys
 import threading
 import time
 import uuid
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,8 @@ import cv2
 import numpy as np
 import pytest
 
+from edge.access.audit import AuditLog, create_signing_key, load_public_pem, load_signing_key
+from edge.access.users import UserStore
 from edge.gps import NO_FIX, Fix
 from edge.store import KeyFileError, ReadStore, StoreError, StoreFullError, create_key_file, load_key
 from edge.store import commands as store_commands
@@ -503,11 +507,33 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def run_cmd(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+def run_cmd(capsys: pytest.CaptureFixture[str], *argv: str, stdin: str = "") -> tuple[int, str, str]:
     args = parser().parse_args(argv)
-    rc = args.func(args)
+    old = sys.stdin
+    sys.stdin = io.StringIO(stdin)
+    try:
+        rc = args.func(args)
+    finally:
+        sys.stdin = old
     out, err = capsys.readouterr()
     return rc, out, err
+
+
+READER_PW = "plates-are-private-9"
+
+
+def reader_login(db: Path, key_file: Path, role: str = "operator") -> tuple[str, ...]:
+    """An audit key beside the database key and a user "reader" with ``role``; the login options for a command."""
+    if not (key_file.parent / "audit.key").exists():
+        create_signing_key(key_file.parent / "audit.key")
+    conn = open_db(db, load_key(key_file, environ={}))
+    try:
+        migrate(conn)
+        if UserStore(conn).get("reader") is None:
+            UserStore(conn).add("reader", role, READER_PW, date(2020, 1, 1))
+    finally:
+        conn.close()
+    return ("--user", "reader", "--password-stdin")
 
 
 def test_every_command_has_help() -> None:
@@ -524,30 +550,45 @@ def test_every_command_has_help() -> None:
                 stack.extend(action.choices.values())
             elif action.dest != "help":
                 assert action.help, action.dest
-    assert seen == 4  # keys, keys init, reads, reads list
+    assert seen == 5  # keys, keys init, keys audit-public, reads, reads list
     from edge.store.commands import _resolve
 
-    reads_list = p.parse_args(["reads", "list"])
+    reads_list = p.parse_args(["reads", "list", "--user", "x"])
     assert _resolve(reads_list) == (Path("/var/lib/alpr-edge/reads.db"), Path("/etc/alpr-edge/db.key"))
 
 
 def test_keys_init_writes_the_key_but_never_prints_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "etc" / "db.key"
+    audit = tmp_path / "etc" / "audit.key"  # beside the database key unless told otherwise
     rc, out, err = run_cmd(capsys, "keys", "init", "--key-file", str(path))
-    assert rc == 0 and str(path) in out and err == ""
-    key_hex = path.read_text().strip()
+    assert rc == 0 and str(path) in out and str(audit) in out and err == ""
+    key_hex, audit_pem = path.read_text().strip(), audit.read_text()
     assert key_hex not in out and path.stat().st_mode & 0o777 == 0o600
+    assert "PRIVATE KEY" in audit_pem and "PRIVATE" not in out and audit.stat().st_mode & 0o777 == 0o600
     rc, out, err = run_cmd(capsys, "keys", "init", "--key-file", str(path))
     assert rc == 2 and out == "" and "already exists" in err and len(err.strip().splitlines()) == 1
-    assert path.read_text().strip() == key_hex
+    assert path.read_text().strip() == key_hex and audit.read_text() == audit_pem
+    # a unit from before the access record: only the signing key is made, and it says so
+    audit.unlink()
+    rc, out, err = run_cmd(capsys, "keys", "init", "--key-file", str(path))
+    assert rc == 0 and "kept the existing database key" in out and f"new access record signing key to {audit}" in out
+    assert path.read_text().strip() == key_hex and audit.read_text() != audit_pem
+    rc, out, err = run_cmd(capsys, "keys", "audit-public", "--key-file", str(path))
+    assert rc == 0 and out.startswith("-----BEGIN PUBLIC KEY-----") and "PRIVATE" not in out
+    assert load_public_pem(out).public_bytes_raw() == load_signing_key(audit).public_key().public_bytes_raw()
+    other = tmp_path / "elsewhere" / "signing.pem"
+    rc, out, err = run_cmd(capsys, "keys", "init", "--key-file", str(path), "--audit-key-file", str(other))
+    assert rc == 0 and other.exists()
+    rc, out, err = run_cmd(capsys, "keys", "audit-public", "--audit-key-file", str(tmp_path / "none.pem"))
+    assert rc == 2 and "keys init" in err and len(err.strip().splitlines()) == 1
 
 
 def test_reads_list_table_and_json(db: Path, key_file: Path, key: bytes, capsys: pytest.CaptureFixture[str]) -> None:
     with ReadStore.open(db, key) as store:
         store.add(make_read(t=1_700_000_000.0), GPS_FIX)
         store.add(make_read("AB12CDE", t=1_700_000_060.0, camera="rear"), NO_FIX)
-    common = ("--db", str(db), "--key-file", str(key_file))
-    rc, out, err = run_cmd(capsys, "reads", "list", *common)
+    common = ("--db", str(db), "--key-file", str(key_file), *reader_login(db, key_file))
+    rc, out, err = run_cmd(capsys, "reads", "list", *common, stdin=READER_PW)
     assert rc == 0 and err == ""
     lines = out.splitlines()
     assert "TIME (UTC)" in lines[0] and "PLATE" in lines[0] and "FIX" in lines[0]
@@ -555,35 +596,47 @@ def test_reads_list_table_and_json(db: Path, key_file: Path, key: bytes, capsys:
     assert lines[1].rstrip().endswith("none")
     assert lines[2].startswith("2023-11-14T22:13:20.000Z") and PLATE in lines[2] and "gpsd 0.4s" in lines[2]
     assert "0.93" in lines[2] and " 7 " in lines[2]
-    rc, out, _ = run_cmd(capsys, "reads", "list", "--json", "--limit", "1", *common)
+    rc, out, _ = run_cmd(capsys, "reads", "list", "--json", "--limit", "1", *common, stdin=READER_PW)
     rows = [json.loads(ln) for ln in out.splitlines()]
     assert rc == 0 and len(rows) == 1 and rows[0]["text"] == "AB12CDE" and rows[0]["fix"]["source"] == "none"
-    rc, out, _ = run_cmd(capsys, "reads", "list", "--json", "--camera", "front", *common)
+    rc, out, _ = run_cmd(capsys, "reads", "list", "--json", "--camera", "front", *common, stdin=READER_PW)
     rows = [json.loads(ln) for ln in out.splitlines()]
     assert [r["text"] for r in rows] == [PLATE]
     assert rows[0]["fix"]["lat"] == LAT and rows[0]["best_seen"] == "2023-11-14T22:13:20.000Z"
     assert rows[0]["has_scene"] is True and "crop_jpeg" not in rows[0]
-    rc, out, _ = run_cmd(capsys, "reads", "list", "--since", "2023-11-14T22:14:00Z", *common)
+    rc, out, _ = run_cmd(capsys, "reads", "list", "--since", "2023-11-14T22:14:00Z", *common, stdin=READER_PW)
     assert rc == 0 and "AB12CDE" in out and PLATE not in out
+    # every listing is in the access record, with the UUIDs shown (P13)
+    conn = open_db(db, key)
+    try:
+        views = AuditLog(conn, load_signing_key(key_file.parent / "audit.key")).entries(actions=["reads.view"])
+    finally:
+        conn.close()
+    assert [(e.user, e.detail["count"]) for e in views] == [("reader", 2), ("reader", 1), ("reader", 1), ("reader", 1)]
+    assert views[3].detail["read_uuids"] != views[2].detail["read_uuids"]
 
 
 def test_reads_list_errors_are_one_line(
     tmp_path: Path, db: Path, key_file: Path, key: bytes, capsys: pytest.CaptureFixture[str]
 ) -> None:
     missing_db = tmp_path / "none.db"
-    rc, out, err = run_cmd(capsys, "reads", "list", "--db", str(missing_db), "--key-file", str(key_file))
+    create_signing_key(key_file.parent / "audit.key")
+    rc, out, err = run_cmd(capsys, "reads", "list", "--db", str(missing_db), "--key-file", str(key_file),
+                           "--user", "x")  # fmt: skip
     assert rc == 2 and out == "" and "does not exist" in err and len(err.strip().splitlines()) == 1
     assert not missing_db.exists()
     ReadStore.open(db, key).close()
     no_key = tmp_path / "missing.key"
-    rc, out, err = run_cmd(capsys, "reads", "list", "--db", str(db), "--key-file", str(no_key))
+    rc, out, err = run_cmd(capsys, "reads", "list", "--db", str(db), "--key-file", str(no_key),
+                           "--audit-key-file", str(key_file.parent / "audit.key"), "--user", "x")  # fmt: skip
     assert rc == 2 and "alpr-edge keys init" in err and len(err.strip().splitlines()) == 1
     other = tmp_path / "other.key"
     create_key_file(other)
-    rc, out, err = run_cmd(capsys, "reads", "list", "--db", str(db), "--key-file", str(other))
+    rc, out, err = run_cmd(capsys, "reads", "list", "--db", str(db), "--key-file", str(other),
+                           "--audit-key-file", str(key_file.parent / "audit.key"), "--user", "x")  # fmt: skip
     assert rc == 2 and "key does not match" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     os.chmod(key_file, 0o644)
-    rc, out, err = run_cmd(capsys, "reads", "list", "--db", str(db), "--key-file", str(key_file))
+    rc, out, err = run_cmd(capsys, "reads", "list", "--db", str(db), "--key-file", str(key_file), "--user", "x")
     assert rc == 2 and "0644" in err and len(err.strip().splitlines()) == 1
     with pytest.raises(SystemExit):
-        parser().parse_args(["reads", "list", "--limit", "0"])
+        parser().parse_args(["reads", "list", "--limit", "0", "--user", "x"])

@@ -1,4 +1,4 @@
-"""``alpr-edge keys init`` and ``alpr-edge reads list``: the store's command-line side."""
+"""``alpr-edge keys init|audit-public`` and ``alpr-edge reads list``: the store's command-line side."""
 
 from __future__ import annotations
 
@@ -8,16 +8,19 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ..access.session import add_login_args
 from .errors import KeyFileError, StoreError
 from .keys import DEFAULT_KEY_FILE, create_key_file, load_key
 from .reads import ReadStore, StoredRead
 
 DEFAULT_DB = Path("/var/lib/alpr-edge/reads.db")
+AUDIT_KEY_NAME = "audit.key"
+DEFAULT_AUDIT_KEY_FILE = DEFAULT_KEY_FILE.parent / AUDIT_KEY_NAME
 MAX_LIST = 100_000
 
 _ACCESS_NOTE = (
-    "Plate text is shown to whoever can read the key file; operator login and the recording of who looked at "
-    "which reads come in issue 7."
+    "You log in with your own account (operator, investigator or administrator); the UUIDs of the reads shown are "
+    "recorded in the access record under your name."
 )
 
 
@@ -113,26 +116,77 @@ def _resolve(args: argparse.Namespace) -> tuple[Path, Path]:
     return db or DEFAULT_DB, key_file or DEFAULT_KEY_FILE
 
 
+def resolve_audit_key(args: argparse.Namespace) -> Path:
+    """The access record's signing key: --audit-key-file, then the settings file (--config), then audit.key beside
+    an explicit --key-file, then the default (which is beside the default database key)."""
+    explicit = getattr(args, "audit_key_file", None)
+    if explicit is not None:
+        return Path(explicit)
+    if getattr(args, "config", None) is not None:
+        from ..config import load
+
+        return load(args.config).store.audit_key_file
+    key_file = getattr(args, "key_file", None)
+    return Path(key_file).parent / AUDIT_KEY_NAME if key_file is not None else DEFAULT_AUDIT_KEY_FILE
+
+
 def cmd_keys_init(args: argparse.Namespace) -> int:
+    """Create whichever of the two keys is missing; refuse (exit 2) only when both exist."""
+    from ..access.audit import create_signing_key
+
     try:
         _, path = _resolve(args)
-        create_key_file(path)
+        audit_path = resolve_audit_key(args)
+        db_exists, audit_exists = path.exists(), audit_path.exists()
+        if db_exists and audit_exists:
+            create_key_file(path)  # raises: refusing to overwrite
+        if not db_exists:
+            create_key_file(path)
+            print(f"wrote a new database key to {path} (mode 0600)")
+        else:
+            print(f"kept the existing database key {path}")
+        if not audit_exists:
+            create_signing_key(audit_path)
+            print(f"wrote a new access record signing key to {audit_path} (mode 0600); register its public key at "
+                  f"headquarters (alpr-edge keys audit-public)")  # fmt: skip
+        else:
+            print(f"kept the existing access record signing key {audit_path}")
     except (KeyFileError, ValueError) as e:  # ConfigError is a ValueError
         print(f"alpr-edge: {e}", file=sys.stderr)
         return 2
-    print(f"wrote a new database key to {path} (mode 0600)")
+    return 0
+
+
+def cmd_keys_audit_public(args: argparse.Namespace) -> int:
+    from ..access.audit import load_signing_key, public_pem
+
+    try:
+        pem = public_pem(load_signing_key(resolve_audit_key(args)))
+    except (KeyFileError, ValueError) as e:
+        print(f"alpr-edge: {e}", file=sys.stderr)
+        return 2
+    print(pem, end="")
     return 0
 
 
 def cmd_reads_list(args: argparse.Namespace) -> int:
+    from ..access.audit import AuditError
+    from ..access.session import cli_login, open_unit, record_viewed
+
+    conn = None
     try:
+        conn, audit = open_unit(args)
+        session = cli_login(args, conn, audit, "reads.view")
         db, key_file = _resolve(args)
-        key = load_key(key_file)
-        with ReadStore.open(db, key, create=False) as store:
+        with ReadStore.open(db, load_key(key_file), create=False) as store:
             reads = store.list_reads(limit=args.limit, since=args.since, until=args.until, camera_id=args.camera)
-    except (StoreError, ValueError) as e:  # KeyFileError is a StoreError
+        record_viewed(session, "reads.view", "read_uuids", [r.uuid for r in reads])  # before anything is shown
+    except (PermissionError, AuditError, StoreError, ValueError) as e:  # AuthError, AccessDenied; KeyFileError
         print(f"alpr-edge: {e}", file=sys.stderr)
         return 2
+    finally:
+        if conn is not None:
+            conn.close()
     if args.json:
         for r in reads:
             print(json.dumps(read_to_json(r)))
@@ -153,24 +207,42 @@ def _store_args(p: argparse.ArgumentParser, *, db: bool) -> None:
         default=None,
         help=f"database key file (default {DEFAULT_KEY_FILE}; $CREDENTIALS_DIRECTORY/alpr-edge-db-key wins when set)",
     )
+    p.add_argument(
+        "--audit-key-file",
+        type=Path,
+        default=None,
+        help=f"the unit's Ed25519 key that signs the access record (default: the settings file's, else "
+        f"{AUDIT_KEY_NAME} beside the database key, {DEFAULT_AUDIT_KEY_FILE})",
+    )
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``keys`` and ``reads`` commands to the ``alpr-edge`` parser."""
     keys = sub.add_parser(
         "keys",
-        help="manage the database key",
-        description="The key that encrypts the read database lives in a root-only file, never in the configuration.",
+        help="manage the database key and the access record's signing key",
+        description="The key that encrypts the read database and the Ed25519 key that signs the access record live "
+        "in root-only files, never in the configuration.",
     )
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION", help="what to do")
     init = keys_sub.add_parser(
         "init",
-        help="create a new random database key file (mode 0600); never overwrites one",
-        description="Write 32 random bytes, hex, to a new key file readable by its owner only. An existing file is "
-        "left alone: a new key cannot open a database made with the old one. The key is never printed.",
+        help="create the database key and the access record's signing key (mode 0600); never overwrites one",
+        description="Write 32 random bytes, hex, to a new database key file, and a new Ed25519 private key (PEM) to "
+        "the audit key file, each readable by its owner only. A key that exists is kept and only the missing one is "
+        "made (a new key cannot open a database made with the old one, and headquarters verifies the access record "
+        "with the registered public key); with both present nothing is written (exit 2). Keys are never printed.",
     )
     _store_args(init, db=False)
     init.set_defaults(func=cmd_keys_init)
+    pub = keys_sub.add_parser(
+        "audit-public",
+        help="print the public half of the access record's signing key (PEM), to register at headquarters",
+        description="Print the unit's access record public key (PEM). Register it at headquarters with "
+        "`alpr-edge hq devices register DEVICE --audit-key FILE`, so that headquarters can verify the unit's record.",
+    )
+    _store_args(pub, db=False)
+    pub.set_defaults(func=cmd_keys_audit_public)
 
     reads = sub.add_parser(
         "reads",
@@ -189,5 +261,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     lst.add_argument("--since", type=_parse_time, default=None, help="only reads at or after this ISO-8601 time")
     lst.add_argument("--until", type=_parse_time, default=None, help="only reads at or before this ISO-8601 time")
     lst.add_argument("--camera", default=None, help="only reads of this camera id")
+    add_login_args(lst)
     _store_args(lst, db=True)
     lst.set_defaults(func=cmd_reads_list)
