@@ -13,6 +13,7 @@ from pathlib import Path
 
 from . import __version__, alerts_commands, config
 from .access import commands as users_commands
+from .console import cli as console_cli
 from .hotlist import commands as hotlist_commands
 from .hotlist.manual_commands import register_manual
 from .hq import commands as hq_commands
@@ -180,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     users_commands.register(sub)
     hq_commands.register(sub)
     sync_commands.register(sub)
+    console_cli.register(sub)
     return p
 
 
