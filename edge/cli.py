@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from . import __version__, alerts_commands, config
+from . import __version__, alerts_commands, config, evidence_commands
 from .access import commands as users_commands
 from .console import cli as console_cli
 from .hotlist import commands as hotlist_commands
@@ -179,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_manual(hotlist_commands.register(sub))
     alerts_commands.register(sub)
     users_commands.register(sub)
+    evidence_commands.register(sub)
     hq_commands.register(sub)
     sync_commands.register(sub)
     console_cli.register(sub)
