@@ -1,4 +1,5 @@
-"""``alpr-edge hq ...``: headquarters' ingest service, schema migrations, device registry, hot list publishing.
+"""``alpr-edge hq ...``: headquarters' ingest service, schema migrations, device registry, hot list publishing,
+accounts (users) and the access records (audit).
 
 The database URL (it holds the password) never goes on the command line, where ``ps`` and shell history show
 it: it comes from ``--db-url-file`` (a root-only file), systemd ``LoadCredential=alpr-hq-db-url`` or
@@ -31,7 +32,8 @@ from ..alerts_mqtt import MqttConfigError, backoff_delay, tls_context
 from ..hotlist import bundle as hlb
 from ..store.commands import iso_utc
 from ..sync import protocol
-from . import schema
+from . import audit_verify, device_keys, schema, users_commands
+from .access import HqSession, add_hq_login_args
 from .ingest import IngestWorker
 
 log = logging.getLogger(__name__)
@@ -243,7 +245,32 @@ def publish_retained(
             log.debug("disconnect", exc_info=True)
 
 
+def hq_login(args: argparse.Namespace, conn: psycopg.Connection, what: str) -> HqSession:
+    """hq_cli_login, with every refusal (and a record that cannot be written) as an HqError."""
+    from ..access.audit import AuditError
+    from ..access.session import AccessDenied
+    from ..access.users import AuthError
+    from ..store.errors import StoreError
+    from .access import SignerError, hq_cli_login
+
+    try:
+        return hq_cli_login(args, conn, what)
+    except (AuthError, AccessDenied, SignerError, AuditError, StoreError) as e:
+        raise HqError(str(e)) from e
+
+
 def cmd_publish_hotlist(args: argparse.Namespace) -> int:
+    with _connect_db(args) as conn:
+        session = hq_login(args, conn, "hotlist.manage")
+        return _publish_hotlist(args, session)
+
+
+def _publish_hotlist(args: argparse.Namespace, session: HqSession) -> int:
+    """Check the bundle, record the publication (refused if it cannot be recorded), publish."""
+    import hashlib
+
+    from ..access.audit import AuditError
+
     try:
         size = args.bundle.stat().st_size
         if size > hlb.DEFAULT_MAX_BUNDLE_BYTES:
@@ -268,16 +295,34 @@ def cmd_publish_hotlist(args: argparse.Namespace) -> int:
         tls = tls_context(args.ca, args.cert, args.key)
     except MqttConfigError as e:
         raise HqError(str(e)) from e
-    publish_retained(
-        args.broker,
-        args.port,
-        topic,
-        data,
-        tls=tls,
-        username=args.username,
-        password=_password(args.password_file),
-        timeout_s=args.timeout,
-    )
+    detail = {
+        "list_id": header.list_id,
+        "version": header.version,
+        "entries": header.entry_count,
+        "topic": topic,
+        "bundle_sha256": hashlib.sha256(data).hexdigest(),
+    }
+    try:
+        session.record("hotlist.publish", detail=detail)
+    except AuditError as e:
+        raise HqError(str(e)) from e
+    try:
+        publish_retained(
+            args.broker,
+            args.port,
+            topic,
+            data,
+            tls=tls,
+            username=args.username,
+            password=_password(args.password_file),
+            timeout_s=args.timeout,
+        )
+    except HqError as e:
+        try:
+            session.record("hotlist.publish.failed", reason=str(e)[:400], detail=detail)
+        except AuditError:
+            log.error("the failed publication of %s could not be recorded", header.list_id, exc_info=True)
+        raise
     print(f"published {header.list_id} version {header.version} ({header.entry_count} entries) retained on {topic}")
     return 0
 
@@ -376,6 +421,21 @@ def _broker_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+# each adds its action to ``hq audit`` (a function taking the group's subparsers)
+AUDIT_ACTIONS = (audit_verify.register,)
+
+
+def _audit_group(hsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    audit = hsub.add_parser(
+        "audit",
+        help="the access records: verify every unit's and headquarters' own",
+        description="The access records (issue 7, P13, P15): every unit's as received and headquarters' own.",
+    )
+    asub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION", help="what to do")
+    for add in AUDIT_ACTIONS:
+        add(asub)
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``hq`` command group to the ``alpr-edge`` parser."""
     hq = sub.add_parser(
@@ -434,13 +494,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     _db_arg(dev)
     dev.set_defaults(func=_run(cmd_devices))
+    dev_sub = dev.add_subparsers(
+        dest="devices_command", metavar="ACTION", help="without one: list the registry; 'register': a unit's audit key"
+    )
+    device_keys.add_register(dev_sub)
 
     pub = hsub.add_parser(
         "publish-hotlist",
         help="publish a signed hot list bundle to an agency's fleet or one unit (retained)",
         description="Publish a bundle made by 'alpr-edge hotlist sign' as a retained QoS 1 message on "
         "alpr/fleet/<agency>/hotlist/<list_id> or alpr/<device>/hotlist/<list_id>. The bundle is checked first: "
-        "its header must parse, and with --public-key its signature must verify.",
+        "its header must parse, and with --public-key its signature must verify. Needs a login (operator, "
+        "investigator or administrator); the publication is recorded in headquarters' access record (issue 7).",
     )
     pub.add_argument("--bundle", type=Path, required=True, help="the signed bundle (.hlb)")
     target = pub.add_mutually_exclusive_group(required=True)
@@ -455,7 +520,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     pub.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the broker (default 30)")
     _broker_args(pub)
+    add_hq_login_args(pub)
     pub.set_defaults(func=_run(cmd_publish_hotlist))
+
+    users_commands.register(hsub)
+    _audit_group(hsub)
 
     pc = hsub.add_parser(
         "publish-config",
