@@ -5,14 +5,20 @@ refusals and one access-record entry per search."""
 from __future__ import annotations
 
 import dataclasses
+import io
+import json
+import logging
 import math
 import os
 import uuid
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pytest
+from argon2 import PasswordHasher
 
+from edge.access.audit import AuditEntry, AuditLog, create_signing_key, load_signing_key
 from edge.access.reasons import (
     MIN_REASON,
     RULE_CASE_FORMAT,
@@ -24,6 +30,8 @@ from edge.access.reasons import (
     PurposeError,
     check_purpose,
 )
+from edge.access.users import UserStore
+from edge.cli import build_parser, main
 from edge.gps import Fix
 from edge.search import (
     EARTH_RADIUS_M,
@@ -31,9 +39,12 @@ from edge.search import (
     FoundRead,
     Place,
     SearchCriteria,
+    SearchResult,
     haversine_m,
     search_sqlite,
 )
+from edge.search_commands import RULE_CRITERIA, run_search
+from edge.store.keys import create_key_file, load_key
 from edge.store.reads import ReadStore, StoredRead
 from edge.vision.ocr import Candidate
 from edge.vision.tracker import Read
@@ -253,24 +264,25 @@ def names(plates: dict[str, str], uuids: set[str]) -> set[str]:
     return {back[u] for u in uuids}
 
 
-@pytest.mark.parametrize(
-    ("mode", "pattern", "expected"),
-    [
-        ("exact", "7ABC123", {"exact"}),
-        ("exact", "7abc 123", {"exact"}),
-        ("exact", "7ABC12", set()),
-        ("partial", "ABC12", {"exact", "near", "t7", "longer", "short"}),
-        ("partial", "C1234", {"longer"}),
-        ("wildcard", "7ABC12?", {"exact", "near"}),
-        ("wildcard", "*ABC12?", {"exact", "near", "t7"}),
-        ("wildcard", "*ABC12*", {"exact", "near", "t7", "longer", "short"}),
-        ("wildcard", "7?BC*", {"exact", "i1", "near"}),
-        ("wildcard", "7ABC123", {"exact"}),
-        ("lookalike", "7ABC123", {"exact", "b8", "i1"}),
-        ("lookalike", "7A8CI23", {"exact", "b8", "i1"}),
-        ("lookalike", "KLM4567", {"other", "o0"}),
-    ],
-)
+# (mode, pattern, the names of PLATES it must return and no others); headquarters runs the same cases.
+MODE_CASES: list[tuple[str, str, set[str]]] = [
+    ("exact", "7ABC123", {"exact"}),
+    ("exact", "7abc 123", {"exact"}),
+    ("exact", "7ABC12", set()),
+    ("partial", "ABC12", {"exact", "near", "t7", "longer", "short"}),
+    ("partial", "C1234", {"longer"}),
+    ("wildcard", "7ABC12?", {"exact", "near"}),
+    ("wildcard", "*ABC12?", {"exact", "near", "t7"}),
+    ("wildcard", "*ABC12*", {"exact", "near", "t7", "longer", "short"}),
+    ("wildcard", "7?BC*", {"exact", "i1", "near"}),
+    ("wildcard", "7ABC123", {"exact"}),
+    ("lookalike", "7ABC123", {"exact", "b8", "i1"}),
+    ("lookalike", "7A8CI23", {"exact", "b8", "i1"}),
+    ("lookalike", "KLM4567", {"other", "o0"}),
+]
+
+
+@pytest.mark.parametrize(("mode", "pattern", "expected"), MODE_CASES)
 def test_each_mode_returns_exactly_the_right_reads(
     store: ReadStore, plates: dict[str, str], mode: str, pattern: str, expected: set[str]
 ) -> None:
@@ -309,24 +321,33 @@ def test_limit_keeps_the_newest_and_says_it_cut(store: ReadStore, plates: dict[s
 # --- place --------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("centre", "radius"),
-    [
-        (CENTRE, 500.0),
-        ((78.2232, 15.6267), 2000.0),  # Longyearbyen: a degree of longitude is 23 km
-        ((-33.8688, 151.2093), 50.0),
-        ((10.0, 179.9995), 1000.0),  # the circle crosses the antimeridian
-        ((-10.0, -179.9995), 1000.0),
-        ((89.9999, 0.0), 1000.0),  # the pole is inside the circle
-    ],
-)
-def test_radius_search_right_at_the_edge(store: ReadStore, centre: tuple[float, float], radius: float) -> None:
-    inside, outside = set(), set()
-    for i, bearing in enumerate((0.0, 45.0, 90.0, 135.0, 180.0, 225.0, 270.0, 315.0, 88.0, 92.0)):
-        for dist, bucket in ((radius - 0.05, inside), (radius + 0.05, outside)):
+EDGE_CASES: list[tuple[tuple[float, float], float]] = [
+    (CENTRE, 500.0),
+    ((78.2232, 15.6267), 2000.0),  # Longyearbyen: a degree of longitude is 23 km
+    ((-33.8688, 151.2093), 50.0),
+    ((10.0, 179.9995), 1000.0),  # the circle crosses the antimeridian
+    ((-10.0, -179.9995), 1000.0),
+    ((89.9999, 0.0), 1000.0),  # the pole is inside the circle
+]
+BEARINGS = (0.0, 45.0, 90.0, 135.0, 180.0, 225.0, 270.0, 315.0, 88.0, 92.0)
+
+
+def edge_points(centre: tuple[float, float], radius: float) -> list[tuple[bool, tuple[float, float]]]:
+    """(inside?, point) 5 cm inside and 5 cm outside the circle on each bearing."""
+    out = []
+    for bearing in BEARINGS:
+        for dist, inside in ((radius - 0.05, True), (radius + 0.05, False)):
             at = destination(*centre, bearing, dist)
             assert abs(haversine_m(*centre, *at) - dist) < 1e-3
-            bucket.add(add(store, "QZ7XK94", T0 + i, at=at))
+            out.append((inside, at))
+    return out
+
+
+@pytest.mark.parametrize(("centre", "radius"), EDGE_CASES)
+def test_radius_search_right_at_the_edge(store: ReadStore, centre: tuple[float, float], radius: float) -> None:
+    inside, outside = set(), set()
+    for i, (is_in, at) in enumerate(edge_points(centre, radius)):
+        (inside if is_in else outside).add(add(store, "QZ7XK94", T0 + i, at=at))
     far = add(store, "QZ7XK94", T0, at=destination(*centre, 10.0, radius * 3))
     add(store, "QZ7XK94", T0)  # no position: never in a place search
     res = search_sqlite(store._conn, SearchCriteria(place=Place(*centre, radius), limit=1000))
@@ -364,4 +385,148 @@ def test_matcher_respects_every_criterion() -> None:
     assert not SearchCriteria(plate="7ABC123", cameras=("rear",)).matches(r)
     assert not SearchCriteria(plate="7ABC123", until=T0 - 1).matches(r)
     assert SearchCriteria(plate="7ABC123", place=Place(*CENTRE, 1)).matches(r)
+    assert not SearchCriteria(plate="7ABC123", place=Place(*destination(*CENTRE, 0, 2.0), 1)).matches(r)
     assert not SearchCriteria(plate="7ABC123", place=Place(0, 0, 1000)).matches(dataclasses.replace(r, lat=None))
+
+
+# --- alpr-edge search ---------------------------------------------------------------------------------------------
+
+PW = "correct horse battery"
+AGENCY = ("--for-agency", "Ontario Provincial Police")
+PERSON = ("--for-person", "Det. J. Roy")
+PURPOSE = ("--for-purpose", "robbery investigation")
+
+
+class Unit:
+    """A unit's files (database, database key, access record key) with reads and accounts, and a way to run
+    ``alpr-edge search`` as a person would."""
+
+    def __init__(self, folder: Path) -> None:
+        self.db = folder / "reads.db"
+        self.key_file = folder / "keys" / "db.key"
+        create_key_file(self.key_file)
+        self.signer = load_signing_key_for_test(folder / "keys" / "audit.key")
+        self.store = ReadStore.open(self.db, load_key(self.key_file), free_bytes=lambda: 1 << 40)
+        users = UserStore(self.store._conn, hasher=PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+        for name, role in (("ines", "investigator"), ("tom", "technician"), ("ada", "administrator")):
+            users.add(name, role, PW, date(2020, 1, 1))
+
+    def run(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *argv: str, user: str = "ines",
+        password: str = PW,
+    ) -> tuple[int, str, str]:  # fmt: skip
+        monkeypatch.setattr("sys.stdin", io.StringIO(password + "\n"))
+        rc = main(["search", "--user", user, "--password-stdin", "--db", str(self.db), "--key-file",
+                   str(self.key_file), *argv])  # fmt: skip
+        out, err = capsys.readouterr()
+        return rc, out, err
+
+    def entries(self, *actions: str) -> list[AuditEntry]:
+        return AuditLog(self.store._conn, self.signer).entries(actions=actions)
+
+
+def load_signing_key_for_test(path: Path) -> Any:
+    create_signing_key(path)
+    return load_signing_key(path)
+
+
+@pytest.fixture
+def unit(tmp_path: Path) -> Any:
+    u = Unit(tmp_path)
+    yield u
+    u.store.close()
+
+
+def test_cli_search_is_recorded_once_with_the_uuids_then_shown(
+    unit: Unit, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    wanted = {add(unit.store, "7ABC123", T0, at=CENTRE), add(unit.store, "7A8C123", T0 + 1, "rear")}
+    add(unit.store, "7ABC124", T0 + 2)
+    rc, out, err = unit.run(monkeypatch, capsys, "--plate", "7abc-123", "--mode", "lookalike", "--case", "2026-0042")
+    assert rc == 0, err
+    assert "7ABC123" in out and "7A8C123" in out and "7ABC124" not in out and "2 read(s)" in out
+    assert f"{CENTRE[0]:.6f},{CENTRE[1]:.6f}" in out
+    assert [e.action for e in unit.entries("login", "search", "search.refused")] == ["login", "search"]
+    [entry] = unit.entries("search")
+    assert entry.user == "ines" and entry.role == "investigator" and entry.reason == "case 2026-0042"
+    assert set(entry.detail["read_uuids"]) == wanted and entry.detail["results"] == 2
+    assert entry.detail["criteria"]["plate"] == "7ABC123" and entry.detail["criteria"]["mode"] == "lookalike"
+    assert entry.detail["purpose"]["case_number"] == "2026-0042"
+    assert "7ABC" not in caplog.text and "7A8C" not in caplog.text
+
+    rc, out, err = unit.run(monkeypatch, capsys, "--near", f"{CENTRE[0]},{CENTRE[1]}", "--radius-m", "10",
+                            "--json", "--reason", GOOD_REASON)  # fmt: skip
+    assert rc == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["text"] for r in rows] == ["7ABC123"] and rows[0]["distance_m"] == 0.0
+    entries = unit.entries("search")
+    assert len(entries) == 2 and entries[1].detail["read_uuids"] == [rows[0]["uuid"]]
+    assert entries[1].reason == f"reason: {GOOD_REASON}"
+    assert AuditLog(unit.store._conn, unit.signer).verify(unit.signer.public_key()).ok
+
+
+@pytest.mark.parametrize(
+    ("argv", "rule"),
+    [
+        (("--plate", "7ABC123"), RULE_NO_PURPOSE),
+        (("--plate", "7ABC123", "--reason", "stolen car Main St"), RULE_REASON_SHORT),
+        (("--plate", "7ABC123", "--reason", "test test test test test test"), RULE_REASON_FILLER),
+        (("--plate", "7ABC123", "--case", "OPP-2026-77", *AGENCY, *PURPOSE), RULE_OUTSIDE_FIELDS),  # no person
+        (("--plate", "7ABC123", "--reason", GOOD_REASON, *AGENCY, *PERSON, *PURPOSE), RULE_OUTSIDE_CASE),
+        (("--plate", "7", "--case", "2026-0042"), RULE_CRITERIA),
+        (("--near", "45.5,-73.5", "--case", "2026-0042"), RULE_CRITERIA),
+    ],
+)
+def test_cli_refusals_are_recorded_and_show_nothing(
+    unit: Unit, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], rule: str
+) -> None:
+    add(unit.store, "7ABC123", T0)
+    rc, out, err = unit.run(monkeypatch, capsys, *argv)
+    assert rc == 2 and out == "" and "search refused" in err and "7ABC123" not in err
+    [refused] = unit.entries("search.refused")
+    assert refused.detail["rule"] == rule and refused.user == "ines" and refused.reason == rule
+    assert unit.entries("search") == []
+
+
+def test_cli_technician_wrong_password_and_no_login_see_nothing(
+    unit: Unit, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    add(unit.store, "7ABC123", T0)
+    rc, out, err = unit.run(monkeypatch, capsys, "--plate", "7ABC123", "--case", "2026-0042", user="tom")
+    assert rc == 2 and out == "" and "needs role investigator or administrator; tom is technician" in err
+    rc, out, err = unit.run(monkeypatch, capsys, "--plate", "7ABC123", "--case", "2026-0042", password="not it at all")
+    assert rc == 2 and out == "" and "login refused" in err
+    with pytest.raises(SystemExit) as e:  # no --user: argparse refuses before anything is opened
+        main(["search", "--db", str(unit.db), "--key-file", str(unit.key_file), "--plate", "7ABC123", "--case", "2026"])
+    assert e.value.code == 2 and "7ABC123" not in capsys.readouterr().out
+    actions = [e.action for e in unit.entries("access.denied", "login.refused", "search", "search.refused")]
+    assert actions == ["access.denied", "login.refused"]
+
+
+def test_cli_shows_nothing_when_the_search_cannot_be_recorded(
+    unit: Unit, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    add(unit.store, "7ABC123", T0)
+    unit.store._conn.execute(
+        "CREATE TRIGGER no_search BEFORE INSERT ON audit WHEN NEW.action = 'search' "
+        "BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
+    )
+    rc, out, err = unit.run(monkeypatch, capsys, "--plate", "7ABC123", "--case", "2026-0042")
+    assert rc == 2 and out == "" and "7ABC123" not in err and "cannot record 'search'" in err
+
+
+def test_the_entry_keeps_the_first_1000_uuids_and_the_true_count() -> None:
+    N = range(1500)
+    reads = tuple(FoundRead(str(uuid.UUID(int=i)), "", "front", "7ABC123", 0.9, T0 - i, None, None) for i in N)
+    calls: list[tuple[str, str, dict[str, Any]]] = []
+
+    def record(action: str, *, reason: str = "", detail: Any = None) -> None:
+        calls.append((action, reason, dict(detail)))
+
+    args = build_parser().parse_args(["search", "--user", "ines", "--plate", "7ABC123", "--case", "2026-1", "--json"])
+    assert run_search(args, record, lambda c: SearchResult(reads, True)) == 0
+    [(action, reason, detail)] = calls
+    assert action == "search" and reason == "case 2026-1"
+    assert detail["results"] == 1500 and detail["truncated"] is True
+    assert detail["read_uuids"] == [r.uuid for r in reads[:1000]]
