@@ -12,7 +12,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from . import __version__, alerts_commands, config, evidence_commands, search_commands
-from .access import audit_commands
 from .access import commands as users_commands
 from .console import cli as console_cli
 from .hotlist import commands as hotlist_commands
@@ -181,7 +180,6 @@ def build_parser() -> argparse.ArgumentParser:
     alerts_commands.register(sub)
     users_commands.register(sub)
     evidence_commands.register(sub)
-    audit_commands.register(sub)
     search_commands.register(sub)
     hq_commands.register(sub)
     sync_commands.register(sub)
