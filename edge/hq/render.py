@@ -422,11 +422,11 @@ def _write_private(path: Path, data: bytes) -> None:
         raise
 
 
-def write_documents(doc: Document, out_dir: Path, stem: str) -> tuple[Path, Path, bytes]:
-    """``out_dir/stem.html`` and ``out_dir/stem.pdf`` (the folder is made, mode 0700); returns both paths and the
-    PDF's bytes. OSError when the folder cannot be written."""
+def write_documents(doc: Document, out_dir: Path, stem: str, *, pdf: bytes | None = None) -> tuple[Path, Path, bytes]:
+    """``out_dir/stem.html`` and ``out_dir/stem.pdf`` (the folder is made, mode 0700; ``pdf``: already rendered);
+    returns both paths and the PDF's bytes. OSError when the folder cannot be written."""
     out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    pdf = to_pdf(doc)
+    pdf = to_pdf(doc) if pdf is None else pdf
     html_path, pdf_path = out_dir / f"{stem}.html", out_dir / f"{stem}.pdf"
     _write_private(html_path, to_html(doc).encode("utf-8"))
     _write_private(pdf_path, pdf)
