@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
+import io
 import json
 import logging
 import os
@@ -22,10 +24,12 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import psycopg
 import pytest
+from argon2 import PasswordHasher
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.hotlist.bundle import generate_keypair, public_key_pem, sign_bundle
+from edge.hotlist.bundle import generate_keypair, private_key_pem, public_key_pem, sign_bundle
 from edge.hq import commands, schema
+from edge.hq.access import HqUserStore
 from edge.hq.ingest import IngestWorker
 from edge.sync import protocol
 from edge.sync.protocol import Batch, Item
@@ -411,10 +415,19 @@ def test_migrate_and_devices_commands(
 
 
 def test_publish_hotlist_retained_for_later_subscribers(
-    broker: Broker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    broker: Broker, db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     priv, pub = generate_keypair()
     (tmp_path / "hq.pub").write_bytes(public_key_pem(pub))
+    (tmp_path / "hq.key").write_bytes(private_key_pem(priv))  # publishing needs a login, recorded (issue 7)
+    (tmp_path / "hq.key").chmod(0o600)
+    with schema.connect(db) as c:
+        HqUserStore(c, hasher=PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1)).add(
+            "op", "operator", "correct horse battery", datetime.date.today()
+        )
+    monkeypatch.setenv(commands.DB_URL_ENV, db)
+    monkeypatch.setenv("ALPR_HQ_SIGNING_KEY", str(tmp_path / "hq.key"))
+    monkeypatch.setattr("sys.stdin", io.StringIO("correct horse battery\ncorrect horse battery\n"))
     bundle = sign_bundle(
         priv, "ncic-or", 42, b"plate,state,list_code,case_number,entered\n7ABC123,OR,STOLEN_VEHICLE,C-1,2026-01-02\n"
     )
@@ -422,7 +435,7 @@ def test_publish_hotlist_retained_for_later_subscribers(
     (tmp_path / "bad.hlb").write_bytes(bundle[:-10])
     (tmp_path / "pw").write_text(HQ_PW)
     common = ["--broker", "127.0.0.1", "--port", str(broker.port), "--username", HQ,
-              "--password-file", str(tmp_path / "pw")]  # fmt: skip
+              "--password-file", str(tmp_path / "pw"), "--user", "op", "--password-stdin"]  # fmt: skip
     assert hq_cli("publish-hotlist", "--bundle", str(tmp_path / "l.hlb"), "--agency", "or-sp", *common) == 0
     assert "retained on alpr/fleet/or-sp/hotlist/ncic-or" in capsys.readouterr().out
     assert hq_cli("publish-hotlist", "--bundle", str(tmp_path / "bad.hlb"), "--device", DEVICE,
@@ -442,3 +455,6 @@ def test_publish_hotlist_retained_for_later_subscribers(
         sub.disconnect()
         sub.loop_stop()
     assert got == [("alpr/fleet/or-sp/hotlist/ncic-or", bundle, True)]  # the truncated bundle never went out
+    with schema.connect(db) as c:
+        acts = [r[0] for r in c.execute("SELECT action FROM hq_audit ORDER BY seq").fetchall()]
+    assert acts == ["login", "hotlist.publish", "login"]  # the bad bundle was refused before anything was recorded
