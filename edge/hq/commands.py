@@ -544,3 +544,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pc.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the broker (default 30)")
     _broker_args(pc)
     pc.set_defaults(func=_run(cmd_publish_config))
+
+    from .search import register as register_search  # here: edge.hq.search imports this module's helpers
+
+    register_search(hsub)
