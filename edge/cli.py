@@ -11,12 +11,11 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from . import __version__, alerts_commands, config, evidence_commands, search_commands
+from . import __version__, alerts_commands, config, doctor, evidence_commands, search_commands
 from .access import commands as users_commands
 from .console import cli as console_cli
 from .hotlist import commands as hotlist_commands
 from .hotlist.manual_commands import register_manual
-from .hq import commands as hq_commands
 from .store import commands as store_commands
 from .sync import commands as sync_commands
 from .vision.image import ImageError, read_image
@@ -128,6 +127,23 @@ def cmd_run(args: argparse.Namespace) -> int:
             return code
 
 
+def _register_hq(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Headquarters' commands need the hq extra (psycopg); a unit installed without it keeps every other command."""
+    try:
+        from .hq import commands as hq_commands
+    except ImportError as e:
+        missing = f"alpr-edge hq: not installed here ({e}); install with the hq extra: pip install 'alpr-edge[hq]'"
+
+        def cmd_hq_missing(_args: argparse.Namespace) -> int:
+            print(missing, file=sys.stderr)
+            return 2
+
+        hq = sub.add_parser("hq", help="headquarters commands (needs the hq extra)", description=missing)
+        hq.set_defaults(func=cmd_hq_missing)
+        return
+    hq_commands.register(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="alpr-edge", description="Automated license plate reader for edge devices.")
     p.add_argument("--version", action="version", version=f"alpr-edge {__version__}")
@@ -181,8 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     users_commands.register(sub)
     evidence_commands.register(sub)
     search_commands.register(sub)
-    hq_commands.register(sub)
+    _register_hq(sub)
     sync_commands.register(sub)
+    doctor.register(sub)
     console_cli.register(sub)
     return p
 

@@ -261,6 +261,12 @@ if [ -z "$ROOT" ] && [ -S /run/udev/control ]; then
 else
   say "udev is not running here (or --root): skipped reloading rules (hardware)"
 fi
+if [ -d "$ROOT/usr/share/polkit-1/rules.d" ] || [ -d "$ROOT/etc/polkit-1/rules.d" ]; then
+  ensure_dir "$ROOT/etc/polkit-1/rules.d" 0755 0 0
+  put_file "$SRC/systemd/50-alpr-edge.rules" "$ROOT/etc/polkit-1/rules.d/50-alpr-edge.rules" 0644 0 0
+else
+  say "polkit (JavaScript rules) is not installed: the console's restart command will be refused (apt install polkitd)"
+fi
 gpsd_defaults=$ROOT/etc/default/gpsd
 if [ -f "$gpsd_defaults" ] && grep -q '^DEVICES=""' "$gpsd_defaults"; then
   sed -i 's|^DEVICES=""|DEVICES="/dev/alpr-gps"|' "$gpsd_defaults"

@@ -76,6 +76,11 @@ if [ -f "$ROOT/etc/udev/rules.d/99-alpr-edge.rules" ]; then
   [ -z "$ROOT" ] && [ -S /run/udev/control ] && udevadm control --reload
 fi
 
+if [ -f "$ROOT/etc/polkit-1/rules.d/50-alpr-edge.rules" ]; then
+  rm -f "$ROOT/etc/polkit-1/rules.d/50-alpr-edge.rules"
+  say "removed /etc/polkit-1/rules.d/50-alpr-edge.rules"
+fi
+
 # -- software and user ---------------------------------------------------------------------------------------------
 if [ -d "$OPT" ]; then
   rm -rf "$OPT"
