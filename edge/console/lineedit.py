@@ -71,6 +71,8 @@ class LineEditor:
             ch = s[i]
             i += 1
             after_cr, self._after_cr = self._after_cr, False
+            if self._esc and ch < " ":
+                self._esc = ""  # a control character ends a sequence and still acts (as on a VT100)
             if self._esc:
                 self._esc += ch
                 if (

@@ -24,7 +24,7 @@ from pathlib import Path
 import serial
 
 from ..access.audit import AuditError, AuditLog
-from ..access.session import AccessDenied, require
+from ..access.session import AccessDenied, record_refused_login, require
 from ..access.users import AuthError, User, UserStore
 from ..config import Config
 from ..store.errors import StoreError
@@ -211,8 +211,8 @@ class Console:
                 self._session(user)
             except TimedOutError:
                 if not self.stop.is_set():
-                    self.write("\nidle: logged out\n")
                     self._record(user, "console.logout", {"why": "idle"})
+                    self.write("\nidle: logged out\n")
             except PortGoneError:
                 self._record(user, "console.logout", {"why": "port lost"})
                 raise
@@ -228,7 +228,7 @@ class Console:
         try:
             user = self.users.authenticate(name.strip(), password, time.time())
         except AuthError as e:
-            self._refused(name, {"via": "console", "reason": e.reason}, "login.refused")
+            self._refused(name, e.reason)
             self.write(f"{AuthError.MESSAGE}\n")
             self.stop.wait(FAIL_PAUSE_S)
             return None
@@ -248,10 +248,9 @@ class Console:
         self.write(f"logged in as {user.name} ({user.role}); 'help' lists the commands\n")
         return user
 
-    def _refused(self, name: str, detail: dict[str, str], action: str) -> None:
-        shown = "".join(ch for ch in name.strip().lower() if ch.isalnum() or ch in "._-")[:64] or "(empty)"
+    def _refused(self, name: str, why: str) -> None:
         try:
-            self.audit.record(shown, "", action, detail=detail)
+            record_refused_login(self.audit, name.strip(), why, via="console")
         except (AuditError, StoreError, ValueError) as e:
             log.error("console: cannot record a refused login: %s", e)
 
