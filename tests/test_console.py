@@ -4,6 +4,7 @@ hostile input (overlong lines, garbage, a 1 MB flood), the port vanishing mid-li
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import shutil
@@ -106,10 +107,8 @@ class Term:
     def pump(self, timeout: float) -> None:
         r, _, _ = select.select([self.fd], [], [], timeout)
         if r:
-            try:
+            with contextlib.suppress(OSError):  # EIO once the other side is gone
                 self.out += os.read(self.fd, 65536)
-            except OSError:
-                pass
 
     def expect(self, text: str, timeout: float = 10.0) -> str:
         """Output up to and including ``text`` (after what earlier calls consumed)."""
@@ -170,8 +169,9 @@ def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Rig]:
     master, slave = os.openpty()
     os.set_blocking(master, False)
     stop = threading.Event()
-    console = Console(cfg, cfg_path, users, audit, cfg.health.status_file or Path("/nonexistent"), stop,
-                      port=os.ttyname(slave), make_context=lambda c: replace(c, journal=(), restart=("true",)))  # fmt: skip
+    status = cfg.health.status_file or Path("/nonexistent")
+    console = Console(cfg, cfg_path, users, audit, status, stop, port=os.ttyname(slave),
+                      make_context=lambda c: replace(c, journal=(), restart=("true",)))  # fmt: skip
     thread = threading.Thread(target=console.run, daemon=True)
     thread.start()
     r = Rig(cfg_path, cfg, console, Term(master), stop, thread)
