@@ -68,6 +68,7 @@ class Options:
     root: Path = Path("/")  # where the systemd units are looked for (a staged root from install.sh --root)
     timeout_s: float = 3.0
     skip: frozenset[str] = frozenset()
+    service_user: str = SERVICE_USER  # the user the reader runs as (its group may read the TLS client key)
 
 
 def exit_code(checks: Iterable[Check]) -> int:
@@ -78,14 +79,14 @@ def exit_code(checks: Iterable[Check]) -> int:
 # -- files -----------------------------------------------------------------------------------------------------------
 
 
-def _service_gid() -> int | None:
+def _gid(group: str) -> int | None:
     try:
-        return grp.getgrnam(SERVICE_USER).gr_gid
+        return grp.getgrnam(group).gr_gid
     except KeyError:
         return None
 
 
-def secret_file(name: str, path: Path, *, service_group_may_read: bool = False) -> Check:
+def secret_file(name: str, path: Path, *, service_group: str | None = None) -> Check:
     """A key or password file: a regular file owned by root (or the caller), unreadable by others. Files the reader
     itself opens (TLS client key, broker password) may be readable by group alpr-edge; the database and access
     record keys reach the reader by LoadCredential and must be 0600."""
@@ -100,7 +101,7 @@ def secret_file(name: str, path: Path, *, service_group_may_read: bool = False) 
         return Check(name, FAIL, f"{path} is not a regular file", "replace it with the key file itself")
     if st.st_uid not in (0, os.geteuid()):
         return Check(name, FAIL, f"{path} is owned by uid {st.st_uid}", f"chown root {path}")
-    allowed = 0o640 if service_group_may_read and st.st_gid == _service_gid() else 0o600
+    allowed = 0o640 if service_group is not None and st.st_gid == _gid(service_group) else 0o600
     if mode & ~allowed & 0o777:
         who = "others" if mode & 0o007 else "its group"
         want = f"chmod {allowed:o} {path}" + ("" if allowed == 0o640 else f"; chown root:root {path}")
@@ -122,7 +123,7 @@ def settings_file(path: Path) -> Check:
     return Check("config", OK, f"{path} mode {mode:04o}")
 
 
-def data_dir(cfg: config_mod.Config) -> Check:
+def data_dir(cfg: config_mod.Config, user: str) -> Check:
     d = cfg.unit.data_dir
     try:
         st = d.stat()
@@ -136,20 +137,20 @@ def data_dir(cfg: config_mod.Config) -> Check:
     except KeyError:
         owner = str(st.st_uid)
     try:
-        pwd.getpwnam(SERVICE_USER)
+        pwd.getpwnam(user)
     except KeyError:
-        return Check("data dir", WARN, f"{d} mode {mode:04o}, owner {owner}; there is no user {SERVICE_USER}",
+        return Check("data dir", WARN, f"{d} mode {mode:04o}, owner {owner}; there is no user {user}",
                      "run scripts/install.sh (the service runs as that user)")  # fmt: skip
-    if owner != SERVICE_USER:
-        return Check("data dir", FAIL, f"{d} is owned by {owner}, the reader runs as {SERVICE_USER}",
-                     f"chown -R {SERVICE_USER}:{SERVICE_USER} {d}")  # fmt: skip
+    if owner != user:
+        return Check("data dir", FAIL, f"{d} is owned by {owner}, the reader runs as {user}",
+                     f"chown -R {user}:{user} {d}")  # fmt: skip
     return Check("data dir", OK, f"{d} mode {mode:04o}, owner {owner}")
 
 
 # -- keys, database, hot lists ---------------------------------------------------------------------------------------
 
 
-def keys(cfg: config_mod.Config) -> list[Check]:
+def keys(cfg: config_mod.Config, user: str) -> list[Check]:
     from .access.audit import load_signing_key
     from .store.errors import KeyFileError
     from .store.keys import load_key
@@ -170,7 +171,7 @@ def keys(cfg: config_mod.Config) -> list[Check]:
     files += [("mqtt key", cfg.alerts.mqtt_key_file), ("mqtt pass", cfg.alerts.mqtt_password_file)]
     for name, p in files:
         if p is not None:
-            out.append(secret_file(name, p, service_group_may_read=True))
+            out.append(secret_file(name, p, service_group=user))
     return out
 
 
@@ -511,9 +512,9 @@ def run_checks(config_path: Path, opts: Options = Options()) -> list[Check]:
     if cfg is not None:
         out.append(Check("config", OK, f"{config_path} valid: {len(cfg.cameras)} camera(s), gps {cfg.gps.mode}"))
         out.append(settings_file(config_path))
-        out.append(data_dir(cfg))
+        out.append(data_dir(cfg, opts.service_user))
         if "keys" not in skip:
-            out += keys(cfg)
+            out += keys(cfg, opts.service_user)
         if "database" not in skip:
             out += database(cfg, cfg.hotlist.stale_after_h, skip)
         if "models" not in skip:
