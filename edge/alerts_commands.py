@@ -18,20 +18,18 @@ from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from .access.session import add_login_args
 from .alerts import HitRecord, HitStore
 from .alerts_mqtt import SCHEMA, TOPIC_ID, alert_topic, new_client, tls_context
-from .store.commands import _limit, _parse_time, _resolve, _store_args, iso_utc
-from .store.db import open_db
+from .store.commands import _limit, _parse_time, _store_args, iso_utc
 from .store.errors import StoreError
-from .store.keys import load_key
-from .store.migrations import migrate
 
 MAX_PAYLOAD = 64 << 20  # an alert with a large scene is a few MB; anything much bigger is not ours
 MAX_PASSWORD_FILE = 4096
 
 _ACCESS_NOTE = (
-    "Plate text is shown to whoever can read the key file or log in to the broker; operator login and the "
-    "recording of who looked at which alerts come in issue 7."
+    "Stored alerts are shown only after a login (operator, investigator or administrator), and the hits shown are "
+    "recorded in the unit's access record under the user's name; live alerts only to a broker account its ACL allows."
 )
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 
@@ -86,18 +84,21 @@ def format_hits(hits: list[HitRecord]) -> str:
 
 
 def cmd_alerts_list(args: argparse.Namespace) -> int:
+    from .access.audit import AuditError
+    from .access.session import cli_login, open_unit, record_viewed
+
+    conn = None
     try:
-        db, key_file = _resolve(args)
-        key = load_key(key_file)
-        conn = open_db(db, key, create=False)
-        try:
-            migrate(conn)
-            hits = HitStore(conn).list_hits(limit=args.limit, since=args.since)
-        finally:
-            conn.close()
-    except (StoreError, ValueError) as e:  # KeyFileError is a StoreError, ConfigError a ValueError
+        conn, audit = open_unit(args)
+        session = cli_login(args, conn, audit, "hits.view")
+        hits = HitStore(conn).list_hits(limit=args.limit, since=args.since)
+        record_viewed(session, "hits.view", "hit_uuids", [h.uuid for h in hits])  # before anything is shown
+    except (PermissionError, AuditError, StoreError, ValueError) as e:  # AuthError, AccessDenied; KeyFileError
         print(f"alpr-edge: {e}", file=sys.stderr)
         return 2
+    finally:
+        if conn is not None:
+            conn.close()
     if args.json:
         for h in hits:
             print(json.dumps(hit_to_json(h)))
@@ -340,6 +341,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     lst.add_argument("--limit", type=_limit, default=50, help="at most this many alerts (default 50)")
     lst.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
     lst.add_argument("--since", type=_parse_time, default=None, help="only alerts raised at or after this ISO time")
+    add_login_args(lst)
     _store_args(lst, db=True)
     lst.set_defaults(func=cmd_alerts_list)
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from . import __version__, alerts_commands, config, doctor, evidence_commands, search_commands
+from .access import audit_commands
 from .access import commands as users_commands
 from .console import cli as console_cli
 from .hotlist import commands as hotlist_commands
@@ -196,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     alerts_commands.register(sub)
     users_commands.register(sub)
     evidence_commands.register(sub)
+    audit_commands.register(sub)
     search_commands.register(sub)
     _register_hq(sub)
     sync_commands.register(sub)

@@ -13,7 +13,10 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from . import config
+from .access.audit import AuditLog, load_signing_key
 from .access.users import UserStore
 from .alerts import AlertService, AlertSink
 from .alerts_mqtt import MqttAlertPublisher
@@ -50,6 +53,7 @@ def run(config_path: Path, forever: bool) -> int:
     try:
         cfg, remote_docs, remote_problem = remote_config.load(config_path)
         key = load_key(cfg.store.key_file)
+        signer = load_signing_key(cfg.store.audit_key_file)  # signs the access record (P13)
         cfg.unit.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         store = ReadStore.open(
             cfg.db_path,
@@ -134,7 +138,7 @@ def run(config_path: Path, forever: bool) -> int:
     hub = AlertHub()
     sinks.append(hub.publish)
     alert_service = AlertService(alerts_conn, cfg.unit.id, sinks)
-    page = _start_page(cfg, key, hub, alert_service.record_outcome)
+    page = _start_page(cfg, key, signer, hub, alert_service.record_outcome)
 
     def faults() -> list[str]:
         return [f"alert page: {page.fault}"] if page is not None and page.fault else []
@@ -187,29 +191,34 @@ def run(config_path: Path, forever: bool) -> int:
 class _PageHandle:
     """The alert page if it could start; a fault in the status otherwise (the unit keeps reading plates)."""
 
-    def __init__(self, page: AlertPage | None, fault: str | None, conn: Connection | None) -> None:
+    def __init__(self, page: AlertPage | None, fault: str | None, conns: tuple[Connection, ...]) -> None:
         self.page = page
         self.fault = fault
-        self.conn = conn
+        self.conns = conns
 
     def stop(self) -> None:
         if self.page is not None:
             self.page.stop()
-        if self.conn is not None:
-            self.conn.close()
+        for c in self.conns:
+            c.close()
 
 
-def _start_page(cfg: config.Config, key: bytes, hub: AlertHub, record: OutcomeRecorder) -> _PageHandle | None:
-    """The in-car alert page (login required), on the in-car network only."""
+def _start_page(
+    cfg: config.Config, key: bytes, signer: Ed25519PrivateKey, hub: AlertHub, record: OutcomeRecorder
+) -> _PageHandle | None:
+    """The in-car alert page (login required, every access recorded), on the in-car network only."""
     a = cfg.alerts
     if not a.page:
         return None
     conn = open_db(cfg.db_path, key)  # its own connection: the user store locks only its own use of one
-    page = AlertPage(hub, UserStore(conn), record, bind=a.page_bind, port=a.page_port)
+    audit_conn = open_db(cfg.db_path, key)  # and the access record its own (each has its own lock)
+    page = AlertPage(
+        hub, UserStore(conn), record, bind=a.page_bind, port=a.page_port, audit=AuditLog(audit_conn, signer)
+    )
     try:
         page.start()
     except OSError as e:
         log.error("alert page cannot listen on %s:%d: %s", a.page_bind, a.page_port, e)
-        return _PageHandle(None, f"cannot listen on {a.page_bind}:{a.page_port}: {e.strerror}", conn)
+        return _PageHandle(None, f"cannot listen on {a.page_bind}:{a.page_port}: {e.strerror}", (conn, audit_conn))
     log.info("alert page on http://%s:%d/", a.page_bind, page.port)
-    return _PageHandle(page, None, conn)
+    return _PageHandle(page, None, (conn, audit_conn))

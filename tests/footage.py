@@ -7,6 +7,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge.access.audit import create_signing_key
+
 from .conftest import scene_with_plate
 
 
@@ -45,6 +47,7 @@ id = "test-unit"
 data_dir = "{tmp / "data"}"
 [store]
 key_file = "{tmp / "data" / "db.key"}"
+audit_key_file = "{tmp / "data" / "audit.key"}"
 min_free_mb = 1
 scene_min_free_mb = 1
 {gps}
@@ -63,4 +66,6 @@ loop = {"true" if loop else "false"}
 """
     p = tmp / "edge.toml"
     p.write_text(text)
+    if not (tmp / "data" / "audit.key").exists():  # the access record's signing key, as `keys init` makes it
+        create_signing_key(tmp / "data" / "audit.key")
     return p

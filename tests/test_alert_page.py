@@ -20,7 +20,9 @@ from urllib.parse import urlencode
 import cv2
 import pytest
 from argon2 import PasswordHasher
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from edge.access.audit import AuditEntry, AuditLog
 from edge.access.users import UserStore
 from edge.alerts import OUTCOMES, Alert, HitStore
 from edge.gps import Fix
@@ -105,6 +107,14 @@ class Unit:
     hits: HitStore
     calls: list[tuple[str, str, str, str]]
     base: str
+    audit: AuditLog
+
+    def records(self, action: str, after: int = 0) -> list[AuditEntry]:
+        return [e for e in self.audit.entries(actions=[action]) if e.seq > after]
+
+    def last_seq(self) -> int:
+        rows = self.audit.entries()
+        return rows[-1].seq if rows else 0
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +123,8 @@ def unit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Unit]:
     conn: Connection = open_db(path, key)
     migrate(conn)
     hits_conn = open_db(path, key)  # each store its own connection, as in the daemon
+    audit_conn = open_db(path, key)
+    audit = AuditLog(audit_conn, Ed25519PrivateKey.generate())
     users = UserStore(conn, hasher=PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
     users.add("officer1", "operator", PW, TODAY)
     users.add("detective", "investigator", PW, TODAY)
@@ -126,14 +138,16 @@ def unit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Unit]:
         hits.record_outcome(hit_uuid, outcome, officer, note)
 
     hub = AlertHub(keep=20)
-    page = AlertPage(hub, users, record, bind="127.0.0.1", port=0)
+    page = AlertPage(hub, users, record, bind="127.0.0.1", port=0, audit=audit)
     page.start()
     try:
-        yield Unit(page, hub, users, hits, calls, f"http://127.0.0.1:{page.port}")
+        yield Unit(page, hub, users, hits, calls, f"http://127.0.0.1:{page.port}", audit)
     finally:
         page.stop()
+        assert audit.verify(audit.public_key).ok
         conn.close()
         hits_conn.close()
+        audit_conn.close()
 
 
 def publish(unit: Unit, alert: Alert, *, store: bool = True) -> Alert:
@@ -216,7 +230,14 @@ def test_without_login_pages_redirect_and_data_is_refused(unit: Unit) -> None:
 def test_login_sets_a_strict_httponly_session_and_security_headers(unit: Unit) -> None:
     a = publish(unit, make_alert(), store=False)
     c = Client(unit)
+    before = unit.last_seq()
     assert c.login("officer1") == 303
+    [login] = unit.records("login", before)
+    assert (login.user, login.role, login.detail) == (
+        "officer1",
+        "operator",
+        {"what": "hits.view", "via": "alert-page"},
+    )
     session = [v for v in c.set_cookies if v.startswith("alpr_session=")]
     assert len(session) == 1 and "HttpOnly" in session[0] and "SameSite=Strict" in session[0]
     status, headers, body = c.request("GET", "/")
@@ -229,6 +250,11 @@ def test_login_sets_a_strict_httponly_session_and_security_headers(unit: Unit) -
     assert status == 200 and headers["content-type"] == "image/jpeg" and body == CROP
     assert headers["cache-control"] == "no-store"
     assert c.request("GET", f"/image/{a.uuid}/scene")[2] == SCENE
+    views = unit.records("image.view", before)  # each image served is recorded with the user (P13)
+    assert [(e.user, e.detail["image"], e.detail["hit_uuids"], e.detail["read_uuids"]) for e in views] == [
+        ("officer1", "crop", [a.uuid], [a.read_uuid]),
+        ("officer1", "scene", [a.uuid], [a.read_uuid]),
+    ]
     assert c.request("GET", f"/image/{uuid.uuid4()}/crop")[0] == 404
     no_scene = publish(unit, make_alert(scene=False), store=False)
     assert c.request("GET", f"/image/{no_scene.uuid}/scene")[0] == 404
@@ -242,11 +268,18 @@ def test_login_sets_a_strict_httponly_session_and_security_headers(unit: Unit) -
 
 def test_refused_logins(unit: Unit) -> None:
     c = Client(unit)
+    before = unit.last_seq()
     assert c.login("officer1", "wrong password!") == 401
     assert c.login("nobody") == 401
     assert c.login("later") == 401  # training not completed
     assert c.login("tech") == 403  # a technician sees no plates or images
     assert "alpr_session" not in c.cookies
+    # each refusal is in the access record with the real reason, which the page never tells
+    refused = [(e.user, e.detail["why"]) for e in unit.records("login.refused", before)]
+    assert refused == [("officer1", "password"), ("nobody", "unknown"), ("later", "training")]
+    [denied] = unit.records("access.denied", before)
+    assert (denied.user, denied.role, denied.detail["what"]) == ("tech", "technician", "hits.view")
+    assert not unit.records("login", before)
     assert c.request("GET", "/")[0] == 302
     # the login form itself needs its token (no login CSRF)
     c2 = Client(unit)
@@ -288,7 +321,8 @@ def test_disabling_a_user_ends_the_session(unit: Unit) -> None:
 
 
 def test_idle_session_times_out(unit: Unit) -> None:
-    page = AlertPage(unit.hub, unit.users, lambda *a: None, port=0, idle_timeout_s=0.4, max_session_s=60)
+    page = AlertPage(unit.hub, unit.users, lambda *a: None, port=0, idle_timeout_s=0.4, max_session_s=60,
+                     audit=unit.audit)  # fmt: skip
     page.start()
     try:
         c = Client(unit)
@@ -331,7 +365,8 @@ def test_server_sent_event_arrives_well_under_200_ms(unit: Unit) -> None:
     conn.close()
     assert "t" in got, "the alert never arrived"
     assert published < 0.01  # publish only queues
-    assert got["t"] - sent < 0.1, got["t"] - sent
+    assert got["t"] - sent < 0.1, got["t"] - sent  # recorded in the access record first, and still this fast
+    assert fresh.uuid in [e.detail["hit_uuids"][0] for e in unit.records("hits.view") if e.user == "officer1"]
     doc: Any = got["doc"]
     assert doc["wanted_plate"] == "7ABC123" and doc["list_stale"] is True and "crop_jpeg" not in doc
 

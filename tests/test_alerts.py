@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import io
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge.access.audit import AuditLog, create_signing_key, load_signing_key
+from edge.access.users import UserStore
 from edge.alerts import OUTCOMES, Alert, AlertService, UnknownHitError
 from edge.alerts_commands import BadMessageError, parse_alert, register
 from edge.alerts_mqtt import SCHEMA, MqttAlertPublisher, alert_topic
@@ -536,16 +540,18 @@ def test_every_alerts_command_and_option_has_help() -> None:
     p = parser()
     sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
     alerts = sub.choices["alerts"]
-    assert "issue 7" in (alerts.description or "")
+    assert "access record" in (alerts.description or "")
     inner = next(a for a in alerts._actions if isinstance(a, argparse._SubParsersAction))
     assert set(inner.choices) == {"list", "watch"}
     for cmd in inner.choices.values():
-        assert cmd.description and "issue 7" in cmd.description
+        assert cmd.description and "access record" in cmd.description
         for action in cmd._actions:
             assert action.help, f"{cmd.prog} {action.option_strings} has no help"
 
 
-def test_cli_alerts_list(db: Db, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_alerts_list(
+    db: Db, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     service = AlertService(db.conn, "unit-7", [], clock=lambda: NOW)
     read = make_read()
     db.add(read)
@@ -554,23 +560,40 @@ def test_cli_alerts_list(db: Db, tmp_path: Path, capsys: pytest.CaptureFixture[s
     key_file = tmp_path / "db.key"
     key_file.write_text(db.key.hex())
     key_file.chmod(0o600)
+    create_signing_key(tmp_path / "audit.key")  # beside the database key
+    UserStore(db.conn).add("officer1", "operator", "correct horse battery", date(2020, 1, 1))
+    UserStore(db.conn).add("tech", "technician", "correct horse battery", date(2020, 1, 1))
     p = parser()
-    args = p.parse_args(["alerts", "list", "--db", str(db.path), "--key-file", str(key_file)])
-    assert args.func(args) == 0
+
+    def run(*argv: str, user: str = "officer1") -> int:
+        args = p.parse_args(["alerts", "list", *argv, "--db", str(db.path), "--key-file", str(key_file),
+                             "--user", user, "--password-stdin"])  # fmt: skip
+        monkeypatch.setattr("sys.stdin", io.StringIO("correct horse battery\n"))
+        return int(args.func(args))
+
+    assert run() == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("RAISED (UTC)") and len(out) == 3
     assert "7A8C123" in "".join(out) and "ncic-or v12" in "".join(out) and "bolo-pdx v3 STALE" in "".join(out)
     assert any("misread" in line for line in out)
-    args = p.parse_args(["alerts", "list", "--json", "--limit", "1", "--db", str(db.path), "--key-file",
-                         str(key_file)])  # fmt: skip
-    assert args.func(args) == 0
+    assert run("--json", "--limit", "1") == 0
     (line,) = capsys.readouterr().out.splitlines()
     doc = json.loads(line)
     assert doc["uuid"] in (a.uuid, b.uuid) and doc["list"]["code"] == "STOLEN_VEHICLE" and "crop_jpeg" not in doc
+    # a technician sees no hits; every look (and the refusal) is in the access record
+    assert run(user="tech") == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "hits.view: needs role operator, investigator or administrator; tech is technician" in err
+    audit = AuditLog(db.conn, load_signing_key(tmp_path / "audit.key"))
+    views = audit.entries(actions=["hits.view"])
+    assert [(e.user, sorted(e.detail["hit_uuids"]), e.detail["count"]) for e in views] == [
+        ("officer1", sorted([a.uuid, b.uuid]), 2),
+        ("officer1", [doc["uuid"]], 1),
+    ]
+    assert [(e.user, e.detail["what"]) for e in audit.entries(actions=["access.denied"])] == [("tech", "hits.view")]
     # a wrong key: a clear error, exit 2, the database untouched
     key_file.write_text(os.urandom(32).hex())
-    args = p.parse_args(["alerts", "list", "--db", str(db.path), "--key-file", str(key_file)])
-    assert args.func(args) == 2
+    assert run() == 2
     assert "key does not match" in capsys.readouterr().err
     assert len(service.list_hits()) == 2
 
@@ -683,8 +706,25 @@ def make_ca(folder: Path, name: str) -> tuple[Path, Path]:
 def make_server_cert(folder: Path, ca_key: Path, ca_crt: Path) -> tuple[Path, Path]:
     key, csr, crt, ext = (folder / f"server.{x}" for x in ("key", "csr", "crt", "ext"))
     ext.write_text("subjectAltName=IP:127.0.0.1\n")
-    subprocess.run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                    "-keyout", str(key), "-out", str(csr), "-subj", "/CN=127.0.0.1"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(csr),
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     subprocess.run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key),
                     "-CAcreateserial", "-out", str(crt), "-days", "2", "-extfile", str(ext)],
                    check=True, capture_output=True)  # fmt: skip

@@ -11,10 +11,13 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import date
 from pathlib import Path
 
 import pytest
 
+from edge.access.users import UserStore
+from edge.store.db import open_db
 from edge.store.keys import create_key_file, load_key
 from edge.store.reads import ReadStore
 
@@ -75,10 +78,15 @@ def test_footage_to_encrypted_reads(tmp_path: Path, frames: Path) -> None:
     assert len(STORED.findall(err)) == len(PLATES)
     db = (tmp_path / "data" / "reads.db").read_bytes()
     assert not any(t.encode() in db for t in PLATES)
+    conn = open_db(tmp_path / "data" / "reads.db", load_key(tmp_path / "data" / "db.key"))
+    try:
+        UserStore(conn).add("officer1", "operator", "correct horse battery", date(2020, 1, 1))
+    finally:
+        conn.close()
     listing = subprocess.run(
-        [sys.executable, "-m", "edge", "reads", "list", "--config", str(cfg)],
-        capture_output=True, text=True, check=False,
-    )
+        [sys.executable, "-m", "edge", "reads", "list", "--config", str(cfg), "--user", "officer1", "--password-stdin"],
+        capture_output=True, text=True, check=False, input="correct horse battery\n",
+    )  # fmt: skip
     assert listing.returncode == 0, listing.stderr
     assert all(t in listing.stdout for t in PLATES)
 

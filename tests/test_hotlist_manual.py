@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import pytest
 
+from edge.access.audit import AuditLog, create_signing_key, load_signing_key
 from edge.access.users import UserStore
 from edge.gps import NO_FIX
 from edge.hotlist import manual
@@ -56,6 +57,7 @@ class Clock:
 def key_file(tmp_path: Path) -> Path:
     p = tmp_path / "keys" / "db.key"
     create_key_file(p)
+    create_signing_key(p.parent / "audit.key")  # the access record's key, beside it as `keys init` makes it
     return p
 
 
@@ -437,6 +439,7 @@ USERS = {
     "alice": ("Tr4ffic-Stop#1", "administrator"),
     "bob": ("Ledger.9-Pines", "administrator"),
     "carol": ("Quiet_Harbor_77", "operator"),
+    "terry": ("Soldering-Iron-42", "technician"),
 }
 
 
@@ -549,6 +552,42 @@ def test_commands_refusals(cli: Callable[..., tuple[int, str, str]]) -> None:
     assert rc == 1 and "no manual hot list entry" in err
     rc, _, err = cli("hotlist", "approve", "../1; DROP", user="bob")
     assert rc == 2 and "entry_id" in err
+
+
+def test_commands_are_recorded_and_a_technician_is_refused(
+    cli: Callable[..., tuple[int, str, str]], db: Path, key_file: Path
+) -> None:
+    rc, out, err = cli(*ADD, user="carol")
+    assert rc == 0, err
+    eid = out.split(":")[0]
+    rc, out, err = cli("hotlist", "pending", user="terry")
+    assert rc == 1 and out == "" and "hotlist.manage: needs role operator, investigator or administrator" in err
+    rc, _, err = cli("hotlist", "approve", eid, user="alice", password="wrong password")
+    assert rc == 1
+    assert cli("hotlist", "pending", user="alice")[0] == 0
+    assert cli("hotlist", "approve", eid, "--recheck-hours", "0", user="alice")[0] == 0
+    rc, out, _ = cli(*ADD, user="carol")
+    eid2 = out.split(":")[0]
+    assert cli("hotlist", "reject", eid2, "--why", "synopsis too vague", user="bob")[0] == 0
+    conn = open_db(db, load_key(key_file))
+    try:
+        audit = AuditLog(conn, load_signing_key(key_file.parent / "audit.key"))
+        rows = audit.entries()
+        assert audit.verify(audit.public_key).ok
+    finally:
+        conn.close()
+    acts = [(e.user, e.action) for e in rows if e.action != "login"]
+    assert acts == [
+        ("carol", "hotlist.add"), ("terry", "access.denied"), ("alice", "login.refused"),
+        ("alice", "hotlist.view"), ("alice", "hotlist.approve"), ("carol", "hotlist.add"), ("bob", "hotlist.reject"),
+    ]  # fmt: skip
+    by = {e.action: e for e in rows}
+    assert by["hotlist.approve"].detail == {"entry_id": eid, "case_number": "PPB-2024-0117"}
+    assert by["hotlist.reject"].detail == {"entry_id": eid2, "case_number": "PPB-2024-0117"}
+    assert by["hotlist.reject"].reason == "synopsis too vague"
+    assert by["hotlist.view"].detail == {"entry_ids": [eid], "count": 1}
+    assert by["access.denied"].detail["what"] == "hotlist.manage" and by["login.refused"].detail["why"] == "password"
+    assert [e.user for e in rows if e.action == "login"] == ["carol", "alice", "alice", "carol", "bob"]
 
 
 def test_register_manual_joins_an_existing_hotlist_group() -> None:

@@ -17,6 +17,7 @@ import pytest
 from argon2 import PasswordHasher
 from argon2.exceptions import VerifyMismatchError
 
+from edge.access.audit import AuditLog, create_signing_key, load_signing_key
 from edge.access.commands import register
 from edge.access.users import (
     AuthError,
@@ -290,6 +291,7 @@ def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cli]:
     register(parser.add_subparsers(dest="command", required=True))
     key = tmp_path / "db.key"
     create_key_file(key)
+    create_signing_key(tmp_path / "audit.key")  # beside the database key, as `keys init` makes it
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
     yield parser, ["--db", str(tmp_path / "unit.db"), "--key-file", str(key)]
 
@@ -357,6 +359,21 @@ def test_commands(cli: Cli, tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert run(parser, ["users", "disable", "nobody", *store]) == 2
     assert "no user named 'nobody'" in capsys.readouterr().err
     assert run(parser, ["users", "passwd", "nobody", "--password-stdin", *store], PW + "\n") == 2
+    # each change that was made is in the access record, as root (the bootstrap shell), never a password
+    conn = open_db(tmp_path / "unit.db", load_key(tmp_path / "db.key"))
+    try:
+        audit = AuditLog(conn, load_signing_key(tmp_path / "audit.key"))
+        rows = audit.entries()
+        assert audit.verify(audit.public_key).ok
+    finally:
+        conn.close()
+    assert {(e.user, e.role) for e in rows} == {("root", "system")}
+    assert [(e.action, e.detail.get("name")) for e in rows] == [
+        ("users.add", "officer1"), ("users.add", "tech"), ("users.list", None), ("users.list", None),
+        ("users.passwd", "officer1"), ("users.disable", "officer1"), ("users.enable", "officer1"),
+    ]  # fmt: skip
+    assert rows[0].detail == {"name": "officer1", "role": "operator", "training_completed": TODAY.isoformat()}
+    assert not any(PW in json.dumps(e.to_json()) or PW2 in json.dumps(e.to_json()) for e in rows)
 
 
 def test_commands_refuse_a_missing_database(cli: Cli, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -392,7 +409,7 @@ def test_every_users_command_and_option_has_help() -> None:
         names.add(choice.dest)
     assert names == {"add", "passwd", "disable", "enable", "list"}
     for name, p in actions[0].choices.items():
-        assert p.description and "issue 7" in p.description, name
+        assert p.description and "access record" in p.description, name
         for a in p._actions:
             if not isinstance(a, argparse._HelpAction):
                 assert a.help, (name, a.dest)

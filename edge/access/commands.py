@@ -9,15 +9,16 @@ import sys
 from collections.abc import Callable
 from datetime import date
 
-from ..store.commands import _resolve, _store_args, iso_utc
-from ..store.db import Connection, open_db
+from ..store.commands import _store_args, iso_utc
+from ..store.db import Connection
 from ..store.errors import StoreError
-from ..store.keys import load_key
-from ..store.migrations import migrate
+from .audit import AuditError, AuditLog
+from .session import open_unit
 from .users import MAX_PASSWORD, ROLES, User, UserError, UserStore
 
 _ACCESS_NOTE = (
-    "These commands need the database key (root); the record of who accessed which data (P13) arrives with issue 7."
+    "These commands need the database key and the access record's key (root); each change is recorded in the "
+    "access record as user root."
 )
 
 
@@ -39,20 +40,35 @@ def _read_new_password(args: argparse.Namespace) -> str:
     return first
 
 
-def _run(args: argparse.Namespace, body: Callable[[UserStore], int], *, create: bool = False) -> int:
-    """Open the database, run ``body``; errors are one line on stderr, exit status 2."""
+def _run(
+    args: argparse.Namespace, body: Callable[[UserStore], int], *, create: bool = False, action: str | None = None
+) -> int:
+    """Open the database, run ``body``; errors are one line on stderr, exit status 2.
+
+    These are the root shell's bootstrap commands (no login: the first administrator is made here); with ``action``
+    a change that succeeded is recorded as user "root", role "system" (detail: the account named, never a password).
+    """
     conn: Connection | None = None
     try:
-        db, key_file = _resolve(args)
-        conn = open_db(db, load_key(key_file), create=create)
-        migrate(conn)
-        return body(UserStore(conn))
-    except (ValueError, StoreError) as e:  # UserError and ConfigError are ValueErrors; KeyFileError a StoreError
+        conn, audit = open_unit(args, create=create)
+        rc = body(UserStore(conn))
+        if action is not None and rc == 0:
+            _record(audit, action, args)
+        return rc
+    except (ValueError, StoreError, AuditError) as e:  # UserError, ConfigError are ValueErrors; KeyFileError
         print(f"alpr-edge: {e}", file=sys.stderr)
         return 2
     finally:
         if conn is not None:
             conn.close()
+
+
+def _record(audit: AuditLog, action: str, args: argparse.Namespace) -> None:
+    detail: dict[str, object] = {"name": args.name.strip().lower()} if getattr(args, "name", None) else {}
+    if action == "users.add":
+        detail["role"] = args.role
+        detail["training_completed"] = args.training_completed.isoformat() if args.training_completed else None
+    audit.record("root", "system", action, detail=detail)
 
 
 def cmd_add(args: argparse.Namespace) -> int:
@@ -62,7 +78,7 @@ def cmd_add(args: argparse.Namespace) -> int:
         print(f"added user {user.name} (role {user.role}, training completed {when})")
         return 0
 
-    return _run(args, body, create=True)
+    return _run(args, body, create=True, action="users.add")
 
 
 def cmd_passwd(args: argparse.Namespace) -> int:
@@ -71,7 +87,7 @@ def cmd_passwd(args: argparse.Namespace) -> int:
         print(f"password of {args.name.strip().lower()} changed")
         return 0
 
-    return _run(args, body)
+    return _run(args, body, action="users.passwd")
 
 
 def cmd_disable(args: argparse.Namespace) -> int:
@@ -80,7 +96,7 @@ def cmd_disable(args: argparse.Namespace) -> int:
         print(f"user {args.name.strip().lower()} disabled")
         return 0
 
-    return _run(args, body)
+    return _run(args, body, action="users.disable")
 
 
 def cmd_enable(args: argparse.Namespace) -> int:
@@ -89,7 +105,7 @@ def cmd_enable(args: argparse.Namespace) -> int:
         print(f"user {args.name.strip().lower()} enabled")
         return 0
 
-    return _run(args, body)
+    return _run(args, body, action="users.enable")
 
 
 def _state(u: User) -> str:
@@ -125,7 +141,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             print("(no users)")
         return 0
 
-    return _run(args, body)
+    return _run(args, body, action="users.list")
 
 
 def _name_arg(p: argparse.ArgumentParser) -> None:

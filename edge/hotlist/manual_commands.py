@@ -1,7 +1,9 @@
 """``alpr-edge hotlist add|pending|approve|reject|remove|entries``: manual entries from the command line.
 
 Every command logs in first (``--user``, password from the terminal or ``--password-stdin``): the entering member
-is the logged-in user, and approving or rejecting needs the administrator role (P6).
+is the logged-in user, approving or rejecting needs the administrator role (P6), and a role without "hotlist.manage"
+(technician, auditor) is refused. The login, each refusal, each entry shown and each change (with the entry id and
+case number) go to the access record (P13).
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from ..access.audit import AuditError, AuditLog
+from ..access.session import Session, record_refused_login, record_viewed, start_session
+from ..access.users import User
 from ..store.commands import _parse_time, _resolve, _store_args, iso_utc
-from ..store.db import Connection, open_db
+from ..store.db import Connection
 from ..store.errors import StoreError
 from ..store.keys import load_key
-from ..store.migrations import migrate
 from ..store.reads import ReadStore
 from .entry import LIST_CODES
 from .manual import (
@@ -70,6 +74,10 @@ AuthFactory = Callable[[Connection], Authenticate]
 class LoginError(Exception):
     """The user could not be logged in (wrong name or password, locked, disabled, no password given)."""
 
+    def __init__(self, message: str, reason: str = "password") -> None:
+        super().__init__(message)
+        self.reason = reason  # for the access record only (AuthError.reason when there was one)
+
 
 def users_authenticator(conn: Connection) -> Authenticate:
     """The unit's user accounts: ``edge.access.users.UserStore(conn).authenticate`` (AuthError, a PermissionError,
@@ -87,7 +95,8 @@ def _read_password(args: argparse.Namespace) -> str:
     else:
         password = getpass.getpass(f"password for {args.user}: ")
     if not password or len(password) > MAX_PASSWORD:
-        raise LoginError("login failed: no password given" if not password else "login failed: password too long")
+        raise LoginError("login failed: no password given" if not password else "login failed: password too long",
+                         "no-password" if not password else "password")  # fmt: skip
     return password
 
 
@@ -97,10 +106,21 @@ def _login(conn: Connection, args: argparse.Namespace, factory: AuthFactory) -> 
     try:
         user = authenticate(args.user, password, time.time())
     except (PermissionError, ValueError) as e:
-        raise LoginError(f"login failed for {args.user}: {e}") from e
+        raise LoginError(f"login failed for {args.user}: {e}", str(getattr(e, "reason", "refused"))) from e
     if user is None:
         raise LoginError(f"login failed for {args.user}: wrong name or password")
     return user
+
+
+def _session(conn: Connection, args: argparse.Namespace, factory: AuthFactory, audit: AuditLog) -> Session:
+    """Log in and check the role ("hotlist.manage"); every outcome is recorded."""
+    try:
+        who = _login(conn, args, factory)
+    except LoginError as e:
+        record_refused_login(audit, args.user, e.reason, via="cli")
+        raise
+    user = who if isinstance(who, User) else User(who.name, who.role, None, False)
+    return start_session(audit, user, "hotlist.manage", via="cli")
 
 
 def _field_message(e: ValueError) -> str:
@@ -109,15 +129,17 @@ def _field_message(e: ValueError) -> str:
     return f"{_OPTION_OF[field]}:{rest}" if sep and field in _OPTION_OF else text
 
 
-def _run(args: argparse.Namespace, factory: AuthFactory, body: Callable[[Connection, AuthUser], int]) -> int:
+def _run(args: argparse.Namespace, factory: AuthFactory, body: Callable[[Connection, Session], int]) -> int:
     """Open the database, log in, run ``body``; errors are one line on stderr (2: bad input or store, 1: refused)."""
+    from ..access.session import open_unit
+
     conn: Connection | None = None
     try:
-        db, key_file = _resolve(args)
-        conn = open_db(db, load_key(key_file), create=False)
-        migrate(conn)
-        user = _login(conn, args, factory)
-        return body(conn, user)
+        conn, audit = open_unit(args)
+        return body(conn, _session(conn, args, factory, audit))
+    except AuditError as e:
+        print(f"alpr-edge: {e}", file=sys.stderr)
+        return 2
     except (LoginError, PermissionError, EntryNotFoundError, EntryStateError) as e:
         print(f"alpr-edge: {e}", file=sys.stderr)
         return 1
@@ -136,7 +158,8 @@ def _run(args: argparse.Namespace, factory: AuthFactory, body: Callable[[Connect
 
 
 def cmd_add(args: argparse.Namespace, factory: AuthFactory) -> int:
-    def body(conn: Connection, user: AuthUser) -> int:
+    def body(conn: Connection, session: Session) -> int:
+        user = session.user
         entry_id = ManualEntries(conn).add(
             plate_pattern=args.plate,
             list_code=args.list_code,
@@ -150,6 +173,8 @@ def cmd_add(args: argparse.Namespace, factory: AuthFactory) -> int:
             vehicle_description=args.vehicle,
             expires_at=args.expires,
         )
+        session.record("hotlist.add", reason=f"case {args.case_number}"[:200], detail={"entry_id": entry_id,
+                       "case_number": args.case_number, "list_code": args.list_code})  # fmt: skip
         print(
             f"{entry_id}: entered by {user.name}, pending: it takes effect when another ALPR administrator approves it"
         )
@@ -159,10 +184,11 @@ def cmd_add(args: argparse.Namespace, factory: AuthFactory) -> int:
 
 
 def cmd_list(args: argparse.Namespace, factory: AuthFactory, status: str | None = None) -> int:
-    def body(conn: Connection, user: AuthUser) -> int:
+    def body(conn: Connection, session: Session) -> int:
         entries = ManualEntries(conn)
         entries.expire_due()
         rows = entries.list(status if status is not None else args.status)
+        record_viewed(session, "hotlist.view", "entry_ids", [e.entry_id for e in rows])  # before they are shown
         if args.json:
             for e in rows:
                 print(json.dumps(entry_to_json(e)))
@@ -178,8 +204,11 @@ def cmd_list(args: argparse.Namespace, factory: AuthFactory, status: str | None 
 
 
 def cmd_approve(args: argparse.Namespace, factory: AuthFactory) -> int:
-    def body(conn: Connection, user: AuthUser) -> int:
+    def body(conn: Connection, session: Session) -> int:
+        user = session.user
         hot = ManualEntries(conn).approve(args.entry_id, user.name, role=user.role)
+        session.record("hotlist.approve", reason=f"case {hot.case_number}"[:200],
+                       detail={"entry_id": hot.entry_id, "case_number": hot.case_number})  # fmt: skip
         print(f"{hot.entry_id}: approved by {user.name}; in force now")
         hours, limit = _recheck_settings(args)
         if hours == 0:
@@ -189,6 +218,8 @@ def cmd_approve(args: argparse.Namespace, factory: AuthFactory) -> int:
         db, key_file = _resolve(args)
         with ReadStore.open(db, load_key(key_file), create=False) as store:
             found = recheck_recent_reads(store, hot, Matcher([], lookalike_limit=limit).match_one, hours, time.time())
+        record_viewed(session, "reads.view", "read_uuids", [read.uuid for read, _ in found],
+                      reason=f"recheck of hot list entry {hot.entry_id}")  # fmt: skip
         print(f"{len(found)} stored read(s) of the last {hours:g} h match it" + (":" if found else ""))
         for read, hit in found:
             print(f"  {read.uuid}  {iso_utc(read.best_seen)}  {read.camera_id}  {hit.kind}  score {hit.score:.2f}")
@@ -198,8 +229,13 @@ def cmd_approve(args: argparse.Namespace, factory: AuthFactory) -> int:
 
 
 def cmd_reject(args: argparse.Namespace, factory: AuthFactory) -> int:
-    def body(conn: Connection, user: AuthUser) -> int:
-        ManualEntries(conn).reject(args.entry_id, user.name, args.why, role=user.role)
+    def body(conn: Connection, session: Session) -> int:
+        user = session.user
+        entries = ManualEntries(conn)
+        entries.reject(args.entry_id, user.name, args.why, role=user.role)
+        entry = entries.get(args.entry_id)
+        session.record("hotlist.reject", reason=args.why[:200], detail={"entry_id": args.entry_id,
+                       "case_number": entry.case_number if entry else None})  # fmt: skip
         print(f"{args.entry_id}: rejected by {user.name}; it never takes effect")
         return 0
 
@@ -207,8 +243,13 @@ def cmd_reject(args: argparse.Namespace, factory: AuthFactory) -> int:
 
 
 def cmd_remove(args: argparse.Namespace, factory: AuthFactory) -> int:
-    def body(conn: Connection, user: AuthUser) -> int:
-        ManualEntries(conn).remove(args.entry_id, user.name, args.why, role=user.role)
+    def body(conn: Connection, session: Session) -> int:
+        user = session.user
+        entries = ManualEntries(conn)
+        entries.remove(args.entry_id, user.name, args.why, role=user.role)
+        entry = entries.get(args.entry_id)
+        session.record("hotlist.remove", reason=args.why[:200], detail={"entry_id": args.entry_id,
+                       "case_number": entry.case_number if entry else None})  # fmt: skip
         print(f"{args.entry_id}: removed by {user.name}; no longer in force")
         return 0
 

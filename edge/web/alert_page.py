@@ -12,6 +12,9 @@ Why it is built this way:
   not logged out while driving; a closed page ends after ``idle_timeout_s``, any session after ``max_session_s``.
   Each request re-checks the account, so a disabled user is out at once.
 - Images are served only to a logged-in session, from the Alert's bytes in memory: nothing is written to disk.
+- The access record (P13): every login, refused login (with the real reason) and refused role, every alert sent
+  to a page (hits.view) and every image served (image.view) is recorded under the user's name before it is sent;
+  what cannot be recorded is not shown.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
+from ..access.audit import AuditError, AuditLog
+from ..access.session import ROLES_FOR, AccessDenied, Session, record_refused_login, start_session
 from ..access.users import AuthError, User
 from ..alerts import MAX_NOTE, OUTCOMES, Alert
 from ..store.errors import StoreError
@@ -42,7 +47,7 @@ __all__ = ["ALLOWED_ROLES", "AlertHub", "AlertPage", "RecordOutcome", "Subscript
 
 log = logging.getLogger(__name__)
 
-ALLOWED_ROLES = ("operator", "investigator", "administrator")  # a technician or auditor sees no plates or images
+ALLOWED_ROLES = ROLES_FOR["hits.view"]  # a technician or auditor sees no plates or images
 KEEPALIVE_S = 15.0
 MAX_BODY = 16 * 1024
 MAX_SESSIONS = 32
@@ -249,6 +254,7 @@ class AlertPage:
         bind: str = "127.0.0.1",
         port: int = 8080,
         *,
+        audit: AuditLog,
         idle_timeout_s: float = 15 * 60.0,
         max_session_s: float = 14 * 3600.0,
         clock: Callable[[], float] = time.time,
@@ -260,6 +266,7 @@ class AlertPage:
         self.hub = hub
         self.users = users
         self.record_outcome = record_outcome
+        self.audit = audit
         self.bind = bind
         self._port = port
         self.clock = clock
@@ -429,7 +436,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._events(session)
             m = _IMAGE.fullmatch(path)
             if m:
-                return self._image(m.group(1), m.group(2))
+                return self._image(session, m.group(1), m.group(2))
             self._text(HTTPStatus.NOT_FOUND, "not found")
         except (BrokenPipeError, ConnectionResetError):
             pass
@@ -480,26 +487,41 @@ class _Handler(BaseHTTPRequestHandler):
                 user = self.page.users.authenticate(name, password, self.page.clock())
         except AuthError as e:
             log.info("alert page login refused (%s) from %s", e.reason, self.client_address[0])
+            try:
+                record_refused_login(self.page.audit, name, e.reason, via="alert-page")
+            except AuditError as ae:
+                log.error("alert page: %s", ae)
             return self._login_form(HTTPStatus.UNAUTHORIZED, str(e), name[:64])
         except StoreError as e:
             log.error("alert page login failed: %s", e)
             return self._login_form(HTTPStatus.SERVICE_UNAVAILABLE, "Accounts cannot be read; try again.", name[:64])
-        if user.role not in ALLOWED_ROLES:
+        try:
+            start_session(self.page.audit, user, "hits.view", via="alert-page")
+        except AccessDenied:
             log.info("alert page refused user %s: role %s", user.name, user.role)
             return self._login_form(
                 HTTPStatus.FORBIDDEN,
                 f"The role {user.role} may not see alerts (operators, investigators and administrators may).",
             )
+        except AuditError as e:
+            log.error("alert page: %s", e)
+            return self._login_form(HTTPStatus.SERVICE_UNAVAILABLE, "The access record cannot be written; try again.")
         session = self.page.sessions.create(user)
         log.info("user %s logged in to the alert page", user.name)
         self._redirect("/", (("Set-Cookie", _cookie(SESSION_COOKIE, session.token, "/", None)),
                              ("Set-Cookie", _cookie(LOGIN_COOKIE, "", "/login", 0))))  # fmt: skip
 
-    def _image(self, hit_uuid: str, kind: str) -> None:
+    def _image(self, session: _Session, hit_uuid: str, kind: str) -> None:
         alert = self.page.hub.get(hit_uuid)
         data = None if alert is None else alert.crop_jpeg if kind == "crop" else alert.scene_jpeg
-        if not data:
+        if not data or alert is None:
             return self._text(HTTPStatus.NOT_FOUND, "no such image")
+        detail = {"hit_uuids": [hit_uuid], "read_uuids": [alert.read_uuid], "image": kind, "count": 1}
+        try:
+            Session(session.user, self.page.audit).record("image.view", detail=detail)
+        except AuditError as e:
+            log.error("alert page: %s", e)
+            return self._text(HTTPStatus.SERVICE_UNAVAILABLE, "the access record cannot be written")
         self._send(HTTPStatus.OK, data, "image/jpeg")
 
     def _outcome(self, session: _Session, form: dict[str, str]) -> None:
@@ -542,6 +564,13 @@ class _Handler(BaseHTTPRequestHandler):
                     self.wfile.write(b"event: logout\ndata: {}\n\n")
                     return
                 if alert is not None:
+                    try:  # nothing is shown that is not recorded
+                        Session(session.user, page.audit).record(
+                            "hits.view", detail={"hit_uuids": [alert.uuid], "read_uuids": [alert.read_uuid], "count": 1}
+                        )
+                    except AuditError as e:
+                        log.error("alert page: %s", e)
+                        return  # the browser reconnects and is sent the recent alerts again
                     doc = alert_json(alert, page.outcome_of(alert.uuid))
                     self.wfile.write(f"event: alert\nid: {alert.uuid}\ndata: {json.dumps(doc)}\n\n".encode())
                 elif sub.closed:
