@@ -19,11 +19,12 @@ from ..access.audit import AuditLog
 from ..access.users import User
 from ..capture.sources import redact_uri
 from ..health import read_snapshot
+from ..maintenance import KINDS, MaintenanceError, log_maintenance
 
 MAX_LOG_LINES = 500
 DEFAULT_LOG_LINES = 20
-MAINTENANCE_KINDS = ("cleaning", "alignment", "replacement", "repair", "inspection", "firmware", "other")
-MAX_SUMMARY = 200
+MAINTENANCE_KINDS = tuple(k for k in KINDS if k != "calibration")  # calibration has its own command
+MAX_SUMMARY = 500
 SECRET_WORDS = ("password", "secret", "token")
 POSITION_FIELDS = {("gps", "lat"), ("gps", "lon"), ("gps", "alt_m")}
 
@@ -338,8 +339,10 @@ def cmd_maintenance_log(ctx: Context, args: list[str]) -> str:
     summary = _printable(summary, MAX_SUMMARY + 1)
     if not summary or len(summary) > MAX_SUMMARY:
         raise CommandError(f"maintenance log: the summary must be 1..{MAX_SUMMARY} characters")
-    detail = {"kind": kind, "camera": None if cam == "-" else cam, "summary": summary, "via": "console"}
-    e = ctx.audit.record(ctx.user.name, ctx.user.role, "maintenance", detail=detail)
+    try:
+        e = log_maintenance(ctx.audit, ctx.user, kind, summary, None if cam == "-" else cam)
+    except MaintenanceError as err:
+        raise CommandError(f"maintenance log: {err}") from err
     return f"maintenance recorded (entry {e.seq})"
 
 
@@ -362,9 +365,8 @@ def cmd_calibrate(ctx: Context, args: list[str]) -> str:
         "focus": cam.get("focus"),
         "measured_at": cam.get("measured_at"),
     }
-    detail = {"kind": "calibration", "camera": wanted, "summary": "exposure and focus measured", "values": values,
-              "via": "console"}  # fmt: skip
-    e = ctx.audit.record(ctx.user.name, ctx.user.role, "calibration", detail=detail)
+    summary = "exposure and focus measured at the serial console"
+    e = log_maintenance(ctx.audit, ctx.user, "calibration", summary, wanted, values)
     return "\n".join([*_camera_lines(cam), f"calibration recorded (entry {e.seq})"])
 
 
@@ -372,8 +374,7 @@ def cmd_restart(ctx: Context, args: list[str]) -> str:
     answer = ctx.ask("restart the reader now? type yes: ")
     if answer is None or answer.strip().lower() != "yes":
         return "restart: not confirmed; nothing done"
-    detail = {"kind": "restart", "camera": None, "summary": "restart requested", "via": "console"}
-    ctx.audit.record(ctx.user.name, ctx.user.role, "maintenance", detail=detail)
+    log_maintenance(ctx.audit, ctx.user, "maintenance", "restart of the reader requested at the serial console")
     if not Path("/run/systemd/system").is_dir() or shutil.which(ctx.restart[0]) is None:
         return "restart: systemd is not running here; restart alpr-edge by hand (recorded as requested)"
     try:
