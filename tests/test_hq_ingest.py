@@ -25,8 +25,10 @@ import paho.mqtt.client as mqtt
 import psycopg
 import pytest
 from argon2 import PasswordHasher
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge.access.audit import GENESIS, make_entry
 from edge.hotlist.bundle import generate_keypair, private_key_pem, public_key_pem, sign_bundle
 from edge.hq import commands, schema
 from edge.hq.access import HqUserStore
@@ -40,6 +42,7 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 DEVICE, DEVICE_PW = "unit-7", "unit-secret"
 HQ, HQ_PW = "hq", "hq-secret"
 NOW = 1_790_000_000.0
+AUDIT_KEY = Ed25519PrivateKey.generate()  # the unit's access record key
 
 pytestmark = pytest.mark.skipif(
     not (PG_BIN / "initdb").exists() or shutil.which("mosquitto_passwd") is None,
@@ -194,7 +197,8 @@ def full_batch(n_reads: int = 3) -> tuple[Batch, list[str]]:
     hit, outcome, audit = (str(uuid.uuid4()) for _ in range(3))
     items = [Item("hit", hit, hit_data(reads[0]))]
     items.append(Item("outcome", outcome, {"hit_uuid": hit, "outcome": "stopped", "officer": "kim", "at": NOW + 9}))
-    items.append(Item("audit", audit, {"action": "login", "user": "kim", "at": NOW}))
+    entry = make_entry(AUDIT_KEY, 1, GENESIS, NOW, "kim", "operator", "login", detail={"via": "cli"}, uuid=audit)
+    items.append(Item("audit", audit, entry.to_json()))
     items += [Item("read", u, read_data(seen=NOW + i)) for i, u in enumerate(reads)]
     items.append(Item("image", protocol.image_uuid(reads[0], "crop"), {"read_uuid": reads[0], "kind": "crop",
                                                                        "jpeg": CROP}))  # fmt: skip
@@ -272,6 +276,8 @@ def test_bad_items_rejected_with_reasons_the_others_stored(broker: Broker, db: s
     )}  # fmt: skip
     items = [Item("read", good, read_data())] + [Item("read", u, d) for u, d in bad.items()]
     items.append(Item("image", str(uuid.uuid4()), {"read_uuid": good, "kind": "crop", "jpeg": CROP}))  # wrong uuid
+    forged = make_entry(AUDIT_KEY, 2, GENESIS, NOW, "kim", "operator", "login").to_json() | {"hash": "not-hex"}
+    items.append(Item("audit", forged["uuid"], forged))  # a malformed access record entry
     items.append(Item("audit", str(uuid.uuid4()), {"x": float("nan")}))
     batch = Batch(DEVICE, str(uuid.uuid4()), NOW, tuple(items))
     doc = json.loads(protocol.encode_batch(Batch(DEVICE, batch.batch_id, NOW, tuple(items[:-1]))))
@@ -295,10 +301,12 @@ def test_bad_items_rejected_with_reasons_the_others_stored(broker: Broker, db: s
         "read: lat: expected a finite number in [-90, 90]",
         "read: char_confidences: expected a list of at most 64 numbers",
     ]
-    assert "uuid" in texts[5] and "not finite" in texts[6]
+    assert "uuid" in texts[5]
+    assert texts[6] == "audit: audit entry: hash: expected 64 lower-case hex digits"
+    assert texts[7].startswith("audit: audit entry: ")
     assert count(db, "reads") == 1 and count(db, "read_images") == 0 and count(db, "audit") == 0
     with psycopg.connect(db) as c:
-        assert c.execute("SELECT last_sync, rejected FROM devices").fetchone() == (None, 7)  # not a complete sync
+        assert c.execute("SELECT last_sync, rejected FROM devices").fetchone() == (None, 8)  # not a complete sync
 
 
 def test_refused_payloads_log_a_line_and_store_nothing(

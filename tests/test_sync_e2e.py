@@ -14,10 +14,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from edge.access.audit import AuditEntry, AuditLog, load_signing_key, verify_chain
 from edge.hq import schema
 from edge.hq.ingest import IngestWorker
 from edge.store.db import open_db
 from edge.store.keys import create_key_file, load_key
+from edge.store.migrations import migrate
 
 from .footage import daemon_config, write_passes
 from .sync_env import Pki, TlsBroker, pki_fixture, tls_broker_fixture  # noqa: F401  (fixtures)
@@ -61,9 +63,20 @@ def test_reads_reach_postgres_once_and_the_unit_marks_them_sent(tmp_path: Path, 
         fps=20,
         extra=f'[sync]\nenabled = true\nhost = "127.0.0.1"\nport = {broker.port}\nack_timeout_s = 3\n',
     )
+    # the unit's access record goes up with the rest (kind "audit", AuditEntry.to_json() form)
+    signer = load_signing_key(tmp_path / "data" / "audit.key")
+    rec_conn = open_db(tmp_path / "data" / "reads.db", key)
+    migrate(rec_conn)
+    audit = AuditLog(rec_conn, signer)
+    audit.record("officer1", "operator", "login", detail={"what": "reads.view", "via": "cli"})
+    audit.record("officer1", "operator", "reads.view", detail={"read_uuids": [], "count": 0, "ratio": 0.1})
+    audit.record("détective", "investigator", "search", reason="case 2026-001234: vol à l'étalage",
+                 detail={"criteria": {"plate": "7AB*", "radius_m": 250.5}, "results": 0})  # fmt: skip
     p = subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(cfg), "--forever"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
+        audit.record("officer1", "operator", "hits.view", detail={"hit_uuids": [], "count": 0})  # while it runs
+        rec_conn.close()
         deadline = time.monotonic() + 60
         half = False
         while time.monotonic() < deadline:
@@ -73,7 +86,8 @@ def test_reads_reach_postgres_once_and_the_unit_marks_them_sent(tmp_path: Path, 
                 time.sleep(1.5)
                 broker.start()
                 half = True
-            if n >= len(PLATES) and pg_count(url, "SELECT COUNT(*) FROM read_images") >= 2 * len(PLATES):
+            if (n >= len(PLATES) and pg_count(url, "SELECT COUNT(*) FROM read_images") >= 2 * len(PLATES)
+                    and pg_count(url, "SELECT COUNT(*) FROM audit") >= 4):  # fmt: skip
                 break
             time.sleep(0.3)
         unit = open_db(tmp_path / "data" / "reads.db", key)
@@ -83,6 +97,13 @@ def test_reads_reach_postgres_once_and_the_unit_marks_them_sent(tmp_path: Path, 
                 break
             time.sleep(0.3)
         unsent = unit.execute("SELECT COUNT(*) FROM reads WHERE synced_at IS NULL").fetchone()[0]
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if unit.execute("SELECT COUNT(*) FROM audit WHERE synced_at IS NULL").fetchone()[0] == 0:
+                break
+            time.sleep(0.3)
+        audit_unsent = unit.execute("SELECT COUNT(*) FROM audit WHERE synced_at IS NULL").fetchone()[0]
+        local = AuditLog(unit, signer).entries()
         unit.close()
     finally:
         p.send_signal(signal.SIGTERM)
@@ -97,6 +118,15 @@ def test_reads_reach_postgres_once_and_the_unit_marks_them_sent(tmp_path: Path, 
     assert pg_count(url, "SELECT COUNT(*) FROM read_images") == 2 * len(PLATES)
     assert pg_count(url, "SELECT COUNT(*) FROM devices WHERE device_id = 'test-unit'") == 1
     assert unsent == 0
+    # every entry arrived once, as the unit holds it, and the chain verifies at headquarters with the unit's key
+    assert audit_unsent == 0
+    with psycopg.connect(url) as c:
+        rows = c.execute(
+            "SELECT data FROM audit WHERE device_id = 'test-unit' ORDER BY (data->>'seq')::bigint"
+        ).fetchall()  # fmt: skip
+    received = [AuditEntry.from_json(r[0]) for r in rows]
+    assert received == local and len(received) == 4
+    assert verify_chain(received, signer.public_key()).ok
     for plate in PLATES:
         assert plate not in out and plate not in err
 

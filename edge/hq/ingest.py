@@ -281,8 +281,18 @@ def outcome_row(item: Item, device: str, now: float) -> tuple[Any, ...]:
 
 
 def audit_row(item: Item, device: str, now: float) -> tuple[Any, ...]:
-    """An access record entry, kept whole as jsonb (its fields are issue 7's)."""
-    return (item.uuid, device, _json_doc(item.data, "data"), now)
+    """An access record entry (edge.access.audit.AuditEntry.to_json()), checked field by field and kept whole as
+    jsonb. Its hash and signature are verified per unit by ``hq audit verify``, not here: an entry that does not
+    verify is evidence and is kept."""
+    from ..access.audit import AuditEntry
+
+    try:
+        entry = AuditEntry.from_json(item.data)
+    except ValueError as e:  # the message names the field, never its value
+        raise ItemError(f"audit entry: {e}") from e
+    if entry.uuid != item.uuid:
+        raise ItemError("uuid: the item's uuid is not the entry's")
+    return (item.uuid, device, _json_doc(entry.to_json(), "data"), now)
 
 
 ROWS: dict[str, Callable[[Item, str, float], tuple[Any, ...]]] = {

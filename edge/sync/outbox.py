@@ -35,15 +35,31 @@ JSON_COLUMNS = {"reads": ("char_confidences", "candidates"), "hits": ("match_det
 
 @dataclass(frozen=True)
 class _Source:
-    """Where the rows of one kind live. Audit entries (issue 7) add a source here for kind "audit"."""
+    """Where the rows of one kind live."""
 
     kind: str
     table: str
 
 
-_SOURCES = {s.kind: s for s in (_Source("hit", "hits"), _Source("outcome", "hit_outcomes"), _Source("read", "reads"))}
+_SOURCES = {
+    s.kind: s
+    for s in (_Source("hit", "hits"), _Source("outcome", "hit_outcomes"), _Source("audit", "audit"),
+              _Source("read", "reads"))
+}  # fmt: skip
 _IMAGE_TABLE = "read_images"
 _UNSENT = "synced_at IS NULL AND sync_rejected = 0"
+
+
+def _audit_wire(row: dict[str, Any]) -> dict[str, Any]:
+    """An ``audit`` row in its synced form, AuditEntry.to_json() (ValueError for a row that is not a valid entry)."""
+    from ..access.audit import AuditEntry
+
+    try:
+        detail = json.loads(row["detail"])
+    except (TypeError, ValueError, RecursionError) as e:
+        raise ValueError("detail: not JSON") from e
+    doc = {k: row[k] for k in ("seq", "uuid", "at", "role", "action", "reason", "prev_hash", "hash", "sig")}
+    return AuditEntry.from_json({**doc, "user": row["user_name"], "detail": detail}).to_json()
 
 
 def _estimate(kind: str, data: dict[str, Any]) -> int:
@@ -62,7 +78,7 @@ class Outbox:
         self._conn = conn
         self.device_id = check_device(device_id)
         self._clock = clock
-        self._columns = {t: self._table_columns(t) for t in ("hits", "hit_outcomes", "reads")}
+        self._columns = {t: self._table_columns(t) for t in ("hits", "hit_outcomes", "audit", "reads")}
         # Items handed out in batches and not yet acknowledged: uuid -> (kind, key in its table).
         self._outstanding: dict[str, tuple[str, tuple[str, ...]]] = {}
 
@@ -114,7 +130,7 @@ class Outbox:
             yield from self._unsent_images()
             return
         src = _SOURCES.get(kind)
-        if src is None:  # no store for this kind yet (audit entries arrive in issue 7)
+        if src is None:
             return
         cols = self._columns[src.table]
         json_cols = JSON_COLUMNS.get(src.table, ())
@@ -132,6 +148,12 @@ class Outbox:
                 data = dict(zip(cols, row[1:], strict=True))
                 for c in json_cols:
                     data[c] = json.loads(data[c])
+                if kind == "audit":
+                    try:
+                        data = _audit_wire(data)
+                    except ValueError as e:  # a damaged or tampered row: HQ would refuse it; its gap shows there
+                        self._refuse_locally(Item(kind, str(data["uuid"]), {}), f"malformed access record entry: {e}")
+                        continue
                 yield Item(kind, str(data["uuid"]), data), _estimate(kind, data)
 
     def _unsent_images(self) -> Iterator[tuple[Item, int]]:
@@ -278,10 +300,12 @@ class Outbox:
             raise StoreError(f"cannot count the outbox: {e}") from e
 
     def oldest_pending(self) -> float | None:
-        """When the oldest unsent hit, outcome or read was stored (UTC epoch seconds); None when none waits."""
+        """When the oldest unsent hit, outcome, access record entry or read was stored (UTC epoch seconds); None
+        when none waits."""
         queries = (
             f"SELECT created_at FROM hits WHERE {_UNSENT} ORDER BY rowid LIMIT 1",
             f"SELECT at FROM hit_outcomes WHERE {_UNSENT} ORDER BY rowid LIMIT 1",
+            f"SELECT at FROM audit WHERE {_UNSENT} ORDER BY rowid LIMIT 1",
             f"SELECT stored_at FROM reads WHERE {_UNSENT} ORDER BY rowid LIMIT 1",
         )
         try:
