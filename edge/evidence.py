@@ -275,6 +275,7 @@ class Evidence:
                 doc["holds"] = [h.to_json() for h in holds if h.read_uuid == u]
                 doc["hits"] = self._hits(u)
                 reads.append(doc)
+            reads.sort(key=lambda d: (d["best_seen_epoch"], d["uuid"]))  # in the order they were seen
             writer.add_json(READS, {"case_number": case_number, "device": device_id, "reads": reads})
             chosen = [e.to_json() for e in entries if concerns(e.to_json(), case_number, set(read_uuids))]
             chain = {

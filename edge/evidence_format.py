@@ -433,7 +433,7 @@ def _verify(src: _Source, given: Ed25519PublicKey | None, check_entry: EntryChec
     if given is not None and fingerprint(given) != fingerprint(signer):
         problems.append(Problem(SIGNER, "untrusted-signer", f"signed by {fingerprint(signer)}, not by the key given"))
     try:
-        key.verify(base64.b64decode(src.read(SIGNATURE, MAX_CONTROL_BYTES), validate=True), raw)
+        key.verify(base64.b64decode(src.read(SIGNATURE, MAX_CONTROL_BYTES).strip(), validate=True), raw)
     except (InvalidSignature, ValueError):
         problems.append(Problem(MANIFEST, "bad-signature", "manifest.sig is not a valid signature of manifest.json"))
     try:

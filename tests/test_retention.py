@@ -217,13 +217,24 @@ def test_the_daemons_worker_purges_on_its_own_connection(unit: Unit) -> None:
 # --- the command -------------------------------------------------------------------------------------------------
 
 
-def cli(u: Unit, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *argv: str,
-        user: str) -> tuple[int, str, str]:  # fmt: skip
+def cli(
+    u: Unit, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *argv: str, user: str
+) -> tuple[int, str, str]:
     monkeypatch.setattr("sys.stdin", io.StringIO(PW + "\n"))
     args = build_parser().parse_args(
-        [*argv, "--user", user, "--password-stdin", "--db", str(u.db), "--key-file", str(u.key_file),
-         "--audit-key-file", str(u.audit_key)]
-    )  # fmt: skip
+        [
+            *argv,
+            "--user",
+            user,
+            "--password-stdin",
+            "--db",
+            str(u.db),
+            "--key-file",
+            str(u.key_file),
+            "--audit-key-file",
+            str(u.audit_key),
+        ]
+    )
     rc = args.func(args)
     out, err = capsys.readouterr()
     return rc, out, err
