@@ -116,7 +116,7 @@ def _show(args: argparse.Namespace, conn: psycopg.Connection, session: HqSession
             more = f" (+{len(s.read_uuids) - 5} more)" if len(s.read_uuids) > 5 else ""
             returned += ": " + ", ".join(s.read_uuids[:5]) + more
         print(f"\n{n:2}. {s.audit_uuid}  {render.utc(s.at)}  {s.user} ({s.role}) at {s.source}")
-        print(f"    purpose:  {s.reason_kind()}: {s.reason}")
+        print(f"    purpose:  {s.reason}  [{s.reason_kind()}]")
         print(f"    criteria: {s.criteria_text()}")
         print(f"    returned: {returned}")
         if i.finding:

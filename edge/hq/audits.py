@@ -74,6 +74,7 @@ class Search:
     results: int | None
     read_uuids: tuple[str, ...]
     purpose: Mapping[str, Any]
+    request_id: str = ""  # an outside-agency search at headquarters names its approved request (P11)
 
     def criteria_text(self, limit: int = 400) -> str:
         parts = []
@@ -184,6 +185,8 @@ def _search(row: Sequence[Any]) -> Search:
     results = d.get("results")
     reads = d.get("read_uuids")
     purpose = d.get("purpose")
+    request = d.get("request")
+    request_id = request.get("id") if isinstance(request, dict) else None
     return Search(
         audit_uuid=str(uid),
         source=str(source),
@@ -195,6 +198,7 @@ def _search(row: Sequence[Any]) -> Search:
         results=results if isinstance(results, int) and not isinstance(results, bool) else None,
         read_uuids=tuple(x for x in reads if isinstance(x, str)) if isinstance(reads, list) else (),
         purpose=purpose if isinstance(purpose, dict) else {},
+        request_id=request_id if isinstance(request_id, str) else "",
     )
 
 
@@ -472,7 +476,7 @@ def memorandum(review: Review, stale: Sequence[str] = (), *, now: float | None =
     method = (
         "The population is every search recorded in the period at headquarters and on the units, as received at "
         "headquarters when the sample was drawn, ordered by time, source and entry id; the searches were picked by "
-        "Python's random.Random seeded with the seed below (random.sample, without replacement). Anyone with access "
+        "Python's random.Random seeded with the seed above (random.sample, without replacement). Anyone with access "
         "to the database can repeat the draw: 'alpr-edge hq audit monthly show' does and says whether it matches."
     )
     draw_facts = render.Facts(
@@ -503,8 +507,8 @@ def memorandum(review: Review, stale: Sequence[str] = (), *, now: float | None =
         rows.append(
             (
                 str(no),
-                f"{render.utc(s.at)}\n{s.user} ({s.role})\n{s.source}",
-                f"{s.reason_kind()}: {s.reason}",
+                f"{render.utc(s.at)}\n{s.user} ({s.role})\n{s.source}, entry {s.audit_uuid[:8]}",
+                s.reason,
                 s.criteria_text(),
                 returned,
                 (it.finding or "NO FINDING YET") + (f": {it.note}" if it.note else ""),

@@ -220,13 +220,13 @@ def _html_table(t: Table) -> str:
 
 
 def chart_table(chart: BarChart) -> Table:
-    """The numbers behind a chart, one row per label."""
+    """The numbers behind a chart: one row per series, one column per label (as the chart reads)."""
     rows = tuple(
-        (lab, *(_fmt(s.values[i]) if i < len(s.values) else "" for s in chart.series))
-        for i, lab in enumerate(chart.labels)
+        (s.name, *(_fmt(s.values[i]) if i < len(s.values) else "" for i in range(len(chart.labels))))
+        for s in chart.series
     )
-    n = len(chart.series)
-    return Table(("", *(s.name for s in chart.series)), rows, (2, *(3,) * n), (False, *(True,) * n))
+    n = len(chart.labels)
+    return Table(("", *chart.labels), rows, (5, *(2,) * n), (False, *(True,) * n))
 
 
 def to_html(doc: Document) -> str:
@@ -333,6 +333,25 @@ def _pdf_table(pdf: _Pdf, t: Table) -> None:
     pdf.ln(2)
 
 
+def _pdf_facts(pdf: _Pdf, facts: Facts) -> None:
+    """Label: value lines as a borderless two-column table (long labels and values wrap)."""
+    pdf.set_font(pdf.family, "B", 9.5)
+    label_w = min(max((pdf.get_string_width(pdf.t(k)) for k, _ in facts.items), default=0.0) + 4, pdf.epw * 0.45)
+    pdf.set_font(pdf.family, "", 9.5)
+    with pdf.table(
+        col_widths=(label_w, pdf.epw - label_w),
+        borders_layout="NONE",
+        first_row_as_headings=False,
+        line_height=4.8,
+        padding=(0.4, 0, 0.4, 0),
+    ) as table:
+        for k, v in facts.items:
+            row = table.row()
+            row.cell(pdf.t(k), style=FontFace(emphasis="BOLD"))
+            row.cell(pdf.t(v))
+    pdf.ln(1.5)
+
+
 def _pdf_chart(pdf: _Pdf, chart: BarChart) -> None:
     width, height = pdf.epw, 62.0
     legend = 6.0 * ((len(chart.series) + 2) // 3)
@@ -391,12 +410,7 @@ def to_pdf(doc: Document, font_dir: Path | None = DEJAVU) -> bytes:
                 pdf.multi_cell(0, 4.8, pdf.t(b.text), new_x="LMARGIN", new_y="NEXT")
                 pdf.ln(1.5)
             elif isinstance(b, Facts):
-                for k, v in b.items:
-                    pdf.set_font(pdf.family, "B", 9.5)
-                    pdf.cell(48, 4.8, pdf.t(k))
-                    pdf.set_font(pdf.family, "", 9.5)
-                    pdf.multi_cell(0, 4.8, pdf.t(v), new_x="LMARGIN", new_y="NEXT")
-                pdf.ln(1.5)
+                _pdf_facts(pdf, b)
             elif isinstance(b, Table):
                 _pdf_table(pdf, b)
             else:

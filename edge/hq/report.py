@@ -86,7 +86,7 @@ class YearlyReport:
     outcomes: Mapping[str, int]  # outcome -> count in the year
     searches: tuple[Search, ...]
     requests: tuple[tuple[str, str], ...]  # (agency, status) of requests entered in the year
-    approved: frozenset[tuple[str, str]]  # (agency lowercased, case number) of requests approved by the year's end
+    approved: frozenset[tuple[str, str, str]]  # (id, agency folded, case number) of requests approved by the year's end
     purges: Mapping[int, tuple[int, int, int, int, int]]  # month -> (purges, reads, images, hits, held kept)
     unit_purges: tuple[UnitPurge, ...]
     gaps: tuple[SyncGap, ...]
@@ -171,9 +171,11 @@ def gather(conn: psycopg.Connection, year: int, now: float) -> YearlyReport:
             ).fetchall()
         )
         approved = frozenset(
-            (" ".join(str(a).split()).lower(), str(c))
-            for a, c in conn.execute(
-                "SELECT agency, case_number FROM outside_requests WHERE status = 'approved' AND decided_at < %(e)s", p
+            (str(i), _fold(a), str(c))
+            for i, a, c in conn.execute(
+                "SELECT id::text, agency, case_number FROM outside_requests WHERE status = 'approved' "
+                "AND decided_at < %(e)s",
+                p,
             ).fetchall()
         )
         unit_purges = tuple(_unit_purges(conn, p))
@@ -243,6 +245,17 @@ def _gaps(conn: psycopg.Connection, start: float, end: float) -> Iterable[SyncGa
 # -- the document --------------------------------------------------------------------------------------------------
 
 
+def _fold(agency: object) -> str:
+    return " ".join(str(agency).split()).casefold()
+
+
+def _covered(s: Search, approved: frozenset[tuple[str, str, str]]) -> bool:
+    """An outside-agency search is covered by an approved request of that agency: the one it names (headquarters'
+    searches), or one for the same case number (the units cannot check, so theirs are matched here)."""
+    agency, case = _fold(s.purpose.get("outside_agency", "")), str(s.purpose.get("case_number", ""))
+    return any(a == agency and (i == s.request_id or c == case) for i, a, c in approved)
+
+
 def _series(name: str, by_month: Mapping[int, int]) -> render.Series:
     return render.Series(name, tuple(float(by_month.get(m, 0)) for m in MONTHS))
 
@@ -259,12 +272,7 @@ def document(r: YearlyReport, now: float) -> render.Document:
         kinds[s.reason_kind()][_month(s.at)] += 1
         by_source["headquarters" if s.source == "hq" else f"unit {s.source}"][s.reason_kind()] += 1
     outside = [s for s in r.searches if s.reason_kind() == "outside agency"]
-    unmatched = [
-        s
-        for s in outside
-        if (" ".join(str(s.purpose.get("outside_agency", "")).split()).lower(), str(s.purpose.get("case_number", "")))
-        not in r.approved
-    ]
+    unmatched = [s for s in outside if not _covered(s, r.approved)]
     total_hits, total_conf = sum(r.hits.values()), sum(r.confirmed.values())
     flagged = [g for g in r.gaps if g.longest_days > P9_DAYS]
     complete = r.end >= datetime(r.year + 1, 1, 1, tzinfo=UTC).timestamp()
@@ -331,15 +339,18 @@ def document(r: YearlyReport, now: float) -> render.Document:
 
 
 def _sharing(r: YearlyReport, outside: Sequence[Search], unmatched: Sequence[Search]) -> tuple[render.Block, ...]:
-    agencies: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
+    agencies: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0, 0])
+    names: dict[str, str] = {}  # folded -> the spelling first seen
+    statuses = ("approved", "denied", "pending")
     for agency, status in r.requests:
-        row = agencies[agency]
+        row = agencies[names.setdefault(_fold(agency), agency)]
         row[0] += 1
-        row[1 + ("approved", "denied", "pending").index(status)] += 1
+        row[1 + statuses.index(status)] += 1
     for s in outside:
-        row = agencies[str(s.purpose.get("outside_agency", ""))]
-        row[3] += 1
-        row[4] += s.results or 0
+        agency = str(s.purpose.get("outside_agency", ""))
+        row = agencies[names.setdefault(_fold(agency), agency)]
+        row[4] += 1
+        row[5] += s.results or 0
     rows = tuple((a, *(_n(v) for v in vals)) for a, vals in sorted(agencies.items()))
     blocks: list[render.Block] = [
         render.Table(
@@ -351,7 +362,8 @@ def _sharing(r: YearlyReport, outside: Sequence[Search], unmatched: Sequence[Sea
     ]
     if unmatched:
         blocks.append(render.Paragraph(f"{len(unmatched)} search(es) for an outside agency have no approved request "
-                                       "on file for that agency and case number:", emphasis=True))  # fmt: skip
+                                       "of that agency on file (named by the search, or for its case number):",
+                                       emphasis=True))  # fmt: skip
         blocks.append(
             render.Table(
                 ("When", "Who", "Where", "Agency", "Case"),
@@ -428,13 +440,16 @@ def _maint(r: YearlyReport) -> tuple[render.Block, ...]:
         if e.action == "calibration":
             last_cal[e.device_id] = max(last_cal.get(e.device_id, 0.0), e.at)
     kinds = ("maintenance", "calibration", "inspection", "repair")
-    rows = tuple((d, *(_n(c[k]) for k in kinds), render.utc(last_cal.get(d))) for d, c in sorted(per_unit.items()))
+    rows = tuple(
+        (d, *(_n(c[k]) for k in kinds), _n(sum(n for k, n in c.items() if k not in kinds)), render.utc(last_cal.get(d)))
+        for d, c in sorted(per_unit.items())
+    )
     entries = tuple(
         (render.utc(e.at), e.device_id, e.kind or e.action, e.camera or "-", e.summary, e.user) for e in r.maintenance
     )
     return (
         render.Table(("Unit", *kinds, "other", "Last calibration"), rows or (("(none)", "0", "0", "0", "0", "0", "-"),),
-                     (2, 1, 1, 1, 1, 1, 2), (False, True, True, True, True, True, False)),
+                     (3, 3, 3, 3, 2, 2, 4), (False, True, True, True, True, True, False)),
         render.Table(("When", "Unit", "Kind", "Camera", "Summary", "By"), entries or (("(none)", "", "", "", "", ""),),
                      (3, 2, 2, 2, 6, 2)),
     )  # fmt: skip

@@ -72,6 +72,8 @@ def add_request(
 ) -> OutsideRequest:
     """File a request (status pending). PurposeError (a ValueError) naming the field that is missing or wrong."""
     require(actor.user, "requests.enter")
+    if not (case_number or "").strip():
+        raise RequestError("case number: a request names the requesting agency's case number (P11)")
     p = check_purpose(case_number, None, agency, person, purpose)
     req = OutsideRequest(
         str(uuid.uuid4()), clock(), p.outside_agency, p.outside_person, p.outside_purpose, p.case_number,
