@@ -32,7 +32,7 @@ from ..alerts_mqtt import MqttConfigError, backoff_delay, tls_context
 from ..hotlist import bundle as hlb
 from ..store.commands import iso_utc
 from ..sync import protocol
-from . import audit_verify, device_keys, schema, users_commands
+from . import audit_commands, audit_verify, device_keys, schema, users_commands
 from .access import HqSession, add_hq_login_args
 from .ingest import IngestWorker
 
@@ -422,7 +422,7 @@ def _broker_args(p: argparse.ArgumentParser) -> None:
 
 
 # each adds its action to ``hq audit`` (a function taking the group's subparsers)
-AUDIT_ACTIONS = (audit_verify.register,)
+AUDIT_ACTIONS = (audit_verify.register, audit_commands.register_monthly)
 
 
 def _audit_group(hsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -537,6 +537,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     pc.add_argument("settings", type=Path, help="TOML file, e.g. [store] retention_days = 21")
     pc_target = pc.add_mutually_exclusive_group(required=True)
+    audit_commands.register(hsub)  # report, requests, maintenance
     pc_target.add_argument("--agency", default=None, help="publish to every unit of this agency")
     pc_target.add_argument("--device", default=None, help="publish to this one unit")
     pc.add_argument("--signing-key", type=Path, required=True, help="headquarters' Ed25519 signing key (PEM, 0600)")
