@@ -30,6 +30,7 @@ from .store.db import Connection, open_db
 from .store.errors import KeyFileError, StoreError
 from .store.keys import load_key
 from .store.reads import ReadStore
+from .store.retention import RetentionWorker
 from .sync import remote_config
 from .sync.hotlist_source import MqttBundleSource
 from .sync.uplink import Uplink
@@ -140,8 +141,13 @@ def run(config_path: Path, forever: bool) -> int:
     alert_service = AlertService(alerts_conn, cfg.unit.id, sinks)
     page = _start_page(cfg, key, signer, hub, alert_service.record_outcome)
 
+    # P10: the hourly purge, on its own connection; each purge is recorded as user "system".
+    days = cfg.store.retention_days
+    retention = RetentionWorker(cfg.db_path, key, lambda c: AuditLog(c, signer), days, services_stop)
+
     def faults() -> list[str]:
-        return [f"alert page: {page.fault}"] if page is not None and page.fault else []
+        out = [f"alert page: {page.fault}"] if page is not None and page.fault else []
+        return out + ([f"retention: {retention.fault}"] if retention.fault else [])
 
     def links() -> Parts:  # the brokers' states: edge.health turns them into faults
         return Parts(
@@ -157,6 +163,7 @@ def run(config_path: Path, forever: bool) -> int:
             publisher.start()
         if uplink is not None:
             uplink.start()
+        retention.start()
         daemon = Daemon(
             cfg, rec, store, position, Notifier(), hotlists=hotlists, alerts=alert_service, extra_faults=faults,
             links=links,
@@ -172,6 +179,8 @@ def run(config_path: Path, forever: bool) -> int:
         hotlists.join(timeout=5)
         if uplink is not None:
             uplink.join(timeout=5)
+        if retention.is_alive():
+            retention.join(timeout=5)
         store.close()
         alerts_conn.close()
     print(
