@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from . import __version__, alerts_commands, config, doctor, evidence_commands, maintenance_commands, search_commands
+from . import __version__, alerts_commands, config, doctor, evidence_commands, search_commands
 from .access import audit_commands
 from .access import commands as users_commands
 from .console import cli as console_cli
@@ -140,6 +140,7 @@ def _register_hq(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
             return 2
 
         hq = sub.add_parser("hq", help="headquarters commands (needs the hq extra)", description=missing)
+        hq.add_argument("rest", nargs=argparse.REMAINDER, help="the hq command and its arguments")
         hq.set_defaults(func=cmd_hq_missing)
         return
     hq_commands.register(sub)
@@ -198,7 +199,6 @@ def build_parser() -> argparse.ArgumentParser:
     users_commands.register(sub)
     evidence_commands.register(sub)
     audit_commands.register(sub)
-    maintenance_commands.register(sub)
     search_commands.register(sub)
     _register_hq(sub)
     sync_commands.register(sub)

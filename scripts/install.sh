@@ -107,6 +107,7 @@ else
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 fi
 [ -n "$PY" ] || PY=$(find_python) || die "no Python 3.11 or newer found; install python3.11 (and python3.11-venv)"
+case "$PY" in */*) PY=$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY") ;; *) PY=$(command -v "$PY") ;; esac
 "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || die "$PY is older than Python 3.11"
 
 # -- helpers -------------------------------------------------------------------------------------------------------
@@ -145,9 +146,10 @@ GID_A=$(id_of group alpr-edge)
 [ -n "$UID_A" ] && [ -n "$GID_A" ] || die "user or group alpr-edge missing after useradd"
 
 ensure_dir "$ETC" 0750 0 "$GID_A"
-if [ -d "$DATA" ] && [ "$(stat -c %u "$DATA")" != "$UID_A" ]; then
-  chown -R "$UID_A:$GID_A" "$DATA"  # a reinstall after uninstall: the user was made again with another id
-  say "gave the existing data in ${DATA#"$ROOT"} to the (new) alpr-edge user"
+if [ -d "$DATA" ] && [ -n "$(find "$DATA" \( ! -user "$UID_A" -o ! -group "$GID_A" \) -print -quit)" ]; then
+  # a reinstall after uninstall (the user made again, perhaps with another id), or files made by root
+  chown -R "$UID_A:$GID_A" "$DATA"
+  say "gave the existing data in ${DATA#"$ROOT"} to the alpr-edge user"
 fi
 ensure_dir "$DATA" 0700 "$UID_A" "$GID_A"
 ensure_dir "$DATA/hotlists" 0700 "$UID_A" "$GID_A"
@@ -205,8 +207,10 @@ else
 fi
 chown "0:$GID_A" "$ETC/edge.toml"
 chmod 0640 "$ETC/edge.toml"
-(cd / && "${ALPR[@]}" config validate "$ETC/edge.toml" >/dev/null) \
-  || say "WARNING: ${ETC#"$ROOT"}/edge.toml does not validate (see above); fix it before starting the reader"
+# the same check as `alpr-edge config validate`, without loading the whole command line
+(cd / && "${ALPR[0]}" -c 'import sys; from pathlib import Path; from edge.config import ConfigError, load
+try: load(Path(sys.argv[1]))
+except ConfigError as e: sys.exit(f"install.sh: WARNING: {e}; fix it before starting the reader")' "$ETC/edge.toml") || true
 
 if [ -e "$ETC/db.key" ]; then
   say "database key ${ETC#"$ROOT"}/db.key: kept"
