@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from . import __version__, alerts_commands, config, doctor, evidence_commands, search_commands
+from . import __version__, alerts_commands, config, doctor, evidence_commands, maintenance_commands, search_commands
 from .access import audit_commands
 from .access import commands as users_commands
 from .console import cli as console_cli
@@ -199,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     users_commands.register(sub)
     evidence_commands.register(sub)
     audit_commands.register(sub)
+    maintenance_commands.register(sub)
     search_commands.register(sub)
     _register_hq(sub)
     sync_commands.register(sub)
