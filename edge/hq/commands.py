@@ -109,8 +109,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    from . import retention  # here: it imports this module's helpers
+
     if not _migrate_when_up(url, stop):
         return 0
+    purger = retention.start_scheduled(args, url, stop)  # P10: hourly, recorded in purges and hq_audit
     common: dict[str, Any] = {
         "ca_file": args.ca,
         "cert_file": args.cert,
@@ -136,6 +139,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             )  # fmt: skip
     for w in workers:
         w.join(15)
+    if purger is not None:
+        purger.join(15)
     return 0
 
 
@@ -436,6 +441,12 @@ def _audit_group(hsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         add(asub)
 
 
+def _serve_retention_args(serve: argparse.ArgumentParser) -> None:
+    from .retention import add_serve_args
+
+    add_serve_args(serve)
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``hq`` command group to the ``alpr-edge`` parser."""
     hq = sub.add_parser(
@@ -470,6 +481,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve.add_argument(
         "--log-level", default="info", choices=("debug", "info", "warning", "error"), help="logging level on stderr"
     )
+    _serve_retention_args(serve)
     _db_arg(serve)
     serve.set_defaults(func=_run(cmd_serve))
 
@@ -549,3 +561,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from .search import register as register_search  # here: edge.hq.search imports this module's helpers
 
     register_search(hsub)
+    from . import evidence, retention  # here: they import this module's helpers
+
+    retention.register(hsub)
+    evidence.register(hsub)
