@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -257,3 +258,35 @@ def test_hq_commands_roles_and_a_signed_export_with_the_units_entries(
     assert audit.verify(key.public_key()).ok
     rc, out, err = run("purge", user="tess")
     assert rc == 0 and reads(conn) == set()  # released: purged at the next run
+
+
+def test_hq_serve_purges_on_schedule_and_needs_the_signing_key(
+    url: str, conn: psycopg.Connection, hq_key: tuple[Ed25519PrivateKey, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edge.hq.commands import HqError
+    from edge.hq.retention import start_scheduled
+
+    monkeypatch.delenv("ALPR_HQ_SIGNING_KEY", raising=False)
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    stop = threading.Event()
+    no_key = build_parser().parse_args(["hq", "serve", "--broker", "localhost"])
+    assert no_key.retention_days == 30 and no_key.purge_interval == 3600  # on by default
+    with pytest.raises(HqError, match="--purge-interval 0"):
+        start_scheduled(no_key, url, stop)
+    off = build_parser().parse_args(["hq", "serve", "--broker", "localhost", "--purge-interval", "0"])
+    assert start_scheduled(off, url, stop) is None
+
+    gone = add_read(conn, OLD)
+    args = build_parser().parse_args(
+        ["hq", "serve", "--broker", "localhost", "--signing-key", str(hq_key[1]), "--purge-interval", "0.2"]
+    )
+    worker = start_scheduled(args, url, stop, first_delay_s=0)  # a minute after start in production
+    assert worker is not None
+    deadline = time.monotonic() + 20
+    while gone in reads(conn) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stop.set()
+    worker.join(10)
+    assert gone not in reads(conn) and worker.fault is None and not worker.is_alive()
+    (entry,) = HqAuditLog(conn, hq_key[0]).entries(actions=["purge"])
+    assert entry.user == "system" and entry.detail["reads"] == 1

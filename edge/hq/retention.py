@@ -274,7 +274,9 @@ def add_serve_args(serve: argparse.ArgumentParser) -> None:
     add_signing_key_arg(serve)
 
 
-def start_scheduled(args: argparse.Namespace, url: str, stop: threading.Event) -> HqRetentionWorker | None:
+def start_scheduled(
+    args: argparse.Namespace, url: str, stop: threading.Event, *, first_delay_s: float = 60.0
+) -> HqRetentionWorker | None:
     """Start the scheduled purge for ``hq serve`` (None when --purge-interval is 0). The signing key is loaded now:
     a purge that could not be recorded must not run, and a missing key stops serve at once (HqError)."""
     from .commands import HqError
@@ -285,6 +287,8 @@ def start_scheduled(args: argparse.Namespace, url: str, stop: threading.Event) -
         make_audit = scheduled_audit(args)
     except SignerError as e:
         raise HqError(f"{e} (the scheduled purge records itself; --purge-interval 0 turns it off)") from e
-    worker = HqRetentionWorker(url, make_audit, args.retention_days, stop, interval_s=args.purge_interval)
+    worker = HqRetentionWorker(
+        url, make_audit, args.retention_days, stop, interval_s=args.purge_interval, first_delay_s=first_delay_s
+    )
     worker.start()
     return worker
