@@ -537,6 +537,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     users_commands.register(hsub)
     _audit_group(hsub)
+    audit_commands.register(hsub)  # report, requests, maintenance
 
     pc = hsub.add_parser(
         "publish-config",
@@ -549,7 +550,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     pc.add_argument("settings", type=Path, help="TOML file, e.g. [store] retention_days = 21")
     pc_target = pc.add_mutually_exclusive_group(required=True)
-    audit_commands.register(hsub)  # report, requests, maintenance
     pc_target.add_argument("--agency", default=None, help="publish to every unit of this agency")
     pc_target.add_argument("--device", default=None, help="publish to this one unit")
     pc.add_argument("--signing-key", type=Path, required=True, help="headquarters' Ed25519 signing key (PEM, 0600)")
