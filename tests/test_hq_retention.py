@@ -138,12 +138,13 @@ def test_purge_takes_what_is_due_keeps_what_is_held_records_and_vacuums(
     assert (dry.reads, dry.images, dry.hits, dry.outcomes, dry.held_kept) == (1, 3, 3, 3, 1)
     assert len(reads(conn)) == 3 and n(conn, "purges") == 0 and audit.entries(actions=["purge"]) == []
 
+    t_purge = time.time()
     r = purge(conn, audit, retention_days=30)
     assert (r.reads, r.images, r.hits, r.outcomes, r.held_kept, r.unsynced_kept) == (1, 3, 3, 3, 1, 0)
     assert reads(conn) == {held, recent} and gone not in reads(conn)
     assert n(conn, "read_images") == 4 and n(conn, "hits") == 2 and n(conn, "hit_outcomes") == 2
     row = conn.execute("SELECT by_user, reads, images, hits, outcomes, held_kept, older_than FROM purges").fetchone()
-    assert row is not None and row[:6] == ("system", 1, 3, 3, 3, 1) and abs(row[6] - (NOW - 30 * DAY)) < 60
+    assert row is not None and row[:6] == ("system", 1, 3, 3, 3, 1) and abs(row[6] - (t_purge - 30 * DAY)) < 60
     (entry,) = audit.entries(actions=["purge"])
     assert (entry.user, entry.detail["reads"], entry.detail["held_kept"]) == ("system", 1, 1)
     assert audit.verify(hq_key[0].public_key()).ok
