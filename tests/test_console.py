@@ -275,7 +275,9 @@ def test_login_refused_wrong_role_and_lockout(rig: Rig) -> None:
 
 
 def test_login_timeout_and_idle_logout(rig: Rig) -> None:
+    rig.term.expect("login: ")  # this prompt's deadline was set with the default timeout
     rig.console.login_timeout_s = 0.5
+    rig.term.send(b"\r")  # an empty name: a fresh prompt, timed with the short timeout
     rig.term.expect("login: ")
     rig.term.send(b"tech1")  # and nothing more
     rig.term.expect("login timed out", 5)
