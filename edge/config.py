@@ -55,6 +55,7 @@ class ModelsConfig:
     threads: int = _f(2, "inference threads", 1, 16)
     detector_threshold: float = _f(0.3, "plate heatmap threshold", 0.05, 0.95)
     min_read_confidence: float = _f(0.1, "a single-frame read below this is ignored", 0.0, 1.0)
+    ocr_views: int = _f(3, "crops of each detected plate read and combined (1 to 3; each costs an OCR pass)", 1, 3)
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,7 @@ def run(config_path: Path, forever: bool) -> int:
             cfg.unit.regions,
             m.threads,
             m.detector_threshold,
+            m.ocr_views,
         )
         rec.min_confidence = m.min_read_confidence
         trusted = load_public_keys(cfg.hotlist.public_keys)

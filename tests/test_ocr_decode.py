@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
+from edge.vision.detector import Detection
 from edge.vision.ocr import (
     BLANK,
     CHARSET,
@@ -112,3 +114,59 @@ def test_prepare_crop_shape_range_and_unfold() -> None:
     assert x.shape == (32, 128) and x.dtype == np.float32 and x.min() >= 0.0 and x.max() <= 1.0
     unfolded = unfold_two_line(crop[:, :, 0])
     assert unfolded.shape[1] == 140 and unfolded.shape[0] == 28
+
+
+class SequenceOCR(FakeOCR):
+    """Returns the given matrices in turn, one per OCR pass: one per crop of a plate read from several crops."""
+
+    def __init__(self, probs: list[np.ndarray]) -> None:
+        super().__init__(probs[0])
+        self._all = probs
+        self.calls = 0
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        p = self._all[self.calls % len(self._all)]
+        self.calls += 1
+        return [p[None]]
+
+
+def _views_reader(matrices: list[np.ndarray], views: int) -> tuple[Recognizer, SequenceOCR]:
+    ocr = SequenceOCR(matrices)
+    return Recognizer(detector=None, reader=PlateReader(ocr), views=views), ocr  # type: ignore[arg-type]
+
+
+def test_a_plate_read_from_three_crops_follows_the_majority() -> None:
+    # the first crop (the trained margin) slightly prefers a wrong 8; the tight and the wide crop read the 3 clearly
+    first = probs_for([*spell("ABC12"), {"8": 0.55, "3": 0.4}, {}, *spell("4")])
+    others = probs_for(spell("ABC1234"))
+    frame = np.full((200, 300, 3), 180, np.uint8)
+    det = Detection(box=(100, 80, 120, 30), score=0.9)
+    one, _ = _views_reader([first], views=1)
+    three, ocr = _views_reader([first, others, others], views=3)
+    assert [r.text for r in one.read_detections(frame, [det])] == ["ABC1284"]
+    reads = three.read_detections(frame, [det])
+    assert ocr.calls == 3
+    assert [r.text for r in reads] == ["ABC1234"]
+    assert reads[0].candidates[0].text == "ABC1234" and len(reads[0].candidates) >= 5
+    assert "ABC1284" in {c.text for c in reads[0].candidates}
+
+
+def test_a_reading_only_one_crop_supports_is_not_confident() -> None:
+    # a grille or a sign: one crop reads it confidently, the other two read something else entirely
+    lone = probs_for(spell("JCCJCJ", 0.9))
+    frame = np.full((200, 300, 3), 180, np.uint8)
+    det = Detection(box=(100, 80, 120, 30), score=0.9)
+    alone, _ = _views_reader([lone], views=1)
+    single = alone.read_detections(frame, [det])
+    assert single and single[0].confidence > 0.3  # one crop alone: it passes the filter
+    three, _ = _views_reader([lone, probs_for(spell("7Q", 0.5)), probs_for(spell("KX4", 0.5))], views=3)
+    r = three.read_views([frame[80:110, 100:220]] * 3, (100, 80, 120, 30))
+    assert r is not None and r.text == "JCCJCJ"
+    assert r.confidence < three.min_confidence < single[0].confidence
+    assert three.read_detections(frame, [det]) == []
+
+
+def test_views_must_be_one_to_three() -> None:
+    for bad in (0, 4):
+        with pytest.raises(ValueError, match="views"):
+            _views_reader([probs_for(spell("A1"))], views=bad)

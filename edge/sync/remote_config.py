@@ -51,7 +51,7 @@ REMOTE_KEYS: Mapping[str, frozenset[str]] = {
     "pipeline": frozenset(
         {"min_frames", "single_frame_confidence", "track_gap_s", "jpeg_quality", "scene_max_width", "status_interval_s"}
     ),
-    "models": frozenset({"detector_threshold", "min_read_confidence"}),
+    "models": frozenset({"detector_threshold", "min_read_confidence", "ocr_views"}),
     "hotlist": frozenset({"refresh_interval_min", "stale_after_h", "lookalike_limit", "recheck_hours"}),
     "sync": frozenset(
         {"batch_max_items", "batch_max_kb", "bandwidth_kbps", "ack_timeout_s", "warn_after_days", "critical_after_days"}

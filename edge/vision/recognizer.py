@@ -17,6 +17,11 @@ from .runtime import load_model
 # trained on crops with margins jittered around these values.
 CROP_MARGIN_X = 0.06
 CROP_MARGIN_Y = 0.12
+# A detected box is read from up to three crops (the trained margin, a tight and a wide one) whose candidate scores
+# are summed: a character cut by a tight box or confused by a bolt or frame in one crop is usually right in the others.
+# On the training split this fixed 4 of 120 BR/US scene reads and broke none (MODEL_CARD.md).
+CROP_VIEWS = ((CROP_MARGIN_X, CROP_MARGIN_Y), (0.02, 0.05), (0.12, 0.25))
+ABSENT_PENALTY = 2.0  # a candidate missing from one crop's beam scores that crop's worst candidate minus this
 TWO_LINE_MAX_BOX_ASPECT = 1.6  # a detected box narrower than this (w/h) may hold a two-line plate
 MIN_CANDIDATES = 5
 
@@ -57,12 +62,16 @@ class Recognizer:
         regions: tuple[str, ...] = (),
         min_confidence: float = 0.1,
         min_chars: int = 3,
+        views: int = len(CROP_VIEWS),
     ) -> None:
+        if not 1 <= views <= len(CROP_VIEWS):
+            raise ValueError(f"views must be 1 to {len(CROP_VIEWS)}, got {views}")
         self.detector = detector
         self.reader = reader
         self.rules = rules_for(regions)
         self.min_confidence = min_confidence
         self.min_chars = min_chars
+        self.views = CROP_VIEWS[:views]
 
     @classmethod
     def from_files(
@@ -72,9 +81,10 @@ class Recognizer:
         regions: tuple[str, ...] = (),
         threads: int = 2,
         threshold: float = 0.3,
+        views: int = len(CROP_VIEWS),
     ) -> Recognizer:
         det = PlateDetector(load_model(detector_path, threads), threshold=threshold)
-        return cls(det, PlateReader(load_model(ocr_path, threads)), regions)
+        return cls(det, PlateReader(load_model(ocr_path, threads)), regions, views=views)
 
     def read_crop(
         self,
@@ -88,30 +98,64 @@ class Recognizer:
         A crop that may hold a two-line plate (judged by its shape unless ``maybe_two_line`` says) is read
         both as one line and unfolded; the better-scoring reading wins.
         """
+        return self.read_views([crop], box, score, maybe_two_line)
+
+    def _score_view(
+        self, crop: np.ndarray, maybe_two_line: bool | None
+    ) -> tuple[dict[str, tuple[float, float, bool]], dict[bool, np.ndarray]]:
+        """One crop's candidates: text -> (rank score, log p, two_line), and the probabilities per layout."""
         h, w = crop.shape[:2]
         if maybe_two_line is None:
             maybe_two_line = w / max(h, 1) < TWO_LINE_MAX_ASPECT
-        layouts = [False, True] if maybe_two_line else [False]
-        scored: dict[str, tuple[float, float, bool]] = {}  # text -> (rank score, log p, two_line)
+        scored: dict[str, tuple[float, float, bool]] = {}
         probs_by_layout: dict[bool, np.ndarray] = {}
-        for two_line in layouts:
+        for two_line in [False, True] if maybe_two_line else [False]:
             probs = self.reader.probabilities(crop, two_line)
             probs_by_layout[two_line] = probs
             for text, logp in ctc_beam_search(probs):
                 rank = logp - format_penalty(text, self.rules)
                 if text not in scored or rank > scored[text][0]:
                     scored[text] = (rank, logp, two_line)
-        if not scored:
+        return scored, probs_by_layout
+
+    def read_views(
+        self,
+        crops: list[np.ndarray],
+        box: tuple[int, int, int, int] | None = None,
+        score: float = 1.0,
+        maybe_two_line: bool | None = None,
+    ) -> PlateRead | None:
+        """Read one plate from several crops of it. Each candidate's rank scores (log p less the format penalty)
+        are summed over the crops; a crop whose beam lacks it counts its worst candidate less ``ABSENT_PENALTY``.
+        The confidence of a text is the geometric mean of its probability over the crops (with the same floor),
+        so a reading that only one crop supports, as a grille or a sign often gives, is not confident."""
+        views = [self._score_view(c, maybe_two_line) for c in crops]
+        views = [v for v in views if v[0]]
+        if not views:
             return None
-        ranked = sorted(scored.items(), key=lambda kv: -kv[1][0])
-        best, (_, best_logp, two_line) = ranked[0]
+        texts = {t for scored, _ in views for t in scored}
+        rank_floor = [min(r for r, _, _ in scored.values()) - ABSENT_PENALTY for scored, _ in views]
+        logp_floor = [min(lp for _, lp, _ in scored.values()) - ABSENT_PENALTY for scored, _ in views]
+
+        def total(text: str) -> float:
+            return sum(scored[text][0] if text in scored else f for (scored, _), f in zip(views, rank_floor))
+
+        def mean_p(text: str) -> float:
+            logs = [scored[text][1] if text in scored else f for (scored, _), f in zip(views, logp_floor)]
+            return math.exp(sum(logs) / len(logs))
+
+        ranked = sorted(texts, key=lambda t: (-total(t), t))
+        best = ranked[0]
+        scored, probs_by_layout = max(views, key=lambda v: v[0][best][1] if best in v[0] else -math.inf)
+        two_line = scored[best][2]
         fmt = match_format(best, self.rules) if self.rules else None
+        h, w = crops[0].shape[:2]
         return PlateRead(
             text=best,
-            confidence=min(1.0, math.exp(best_logp)),
+            confidence=min(1.0, mean_p(best)),
             char_confidences=char_confidences_for(best, probs_by_layout[two_line]),
             box=box if box is not None else (0, 0, w, h),
-            candidates=tuple(Candidate(t, math.exp(lp)) for t, (_, lp, _) in ranked[: max(MIN_CANDIDATES, 8)]),
+            candidates=tuple(Candidate(t, min(1.0, mean_p(t))) for t in ranked[: max(MIN_CANDIDATES, 8)]),
             region=fmt.region if fmt else None,
             plate_format=fmt.name if fmt else None,
             detection_score=score,
@@ -140,11 +184,12 @@ class Recognizer:
         (badges, signs and tail lights that the detector takes for plates mostly fail one or the other)."""
         reads = []
         for det in detections:
-            crop = crop_box(frame, det.box)
-            if crop.shape[0] < 4 or crop.shape[1] < 8:
+            crops = [crop_box(frame, det.box, mx, my) for mx, my in self.views]
+            crops = [c for c in crops if c.shape[0] >= 4 and c.shape[1] >= 8]
+            if not crops:
                 continue
             w, h = det.box[2], det.box[3]
-            r = self.read_crop(crop, det.box, det.score, maybe_two_line=w / max(h, 1) < TWO_LINE_MAX_BOX_ASPECT)
+            r = self.read_views(crops, det.box, det.score, maybe_two_line=w / max(h, 1) < TWO_LINE_MAX_BOX_ASPECT)
             if r is not None and len(r.text) >= self.min_chars and r.confidence >= self.min_confidence:
                 reads.append(r)
         return reads
