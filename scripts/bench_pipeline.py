@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO))
 
 from edge.capture.frame import Frame  # noqa: E402
 from edge.gps import FixedPosition  # noqa: E402
+from edge.access.audit import create_signing_key  # noqa: E402
 from edge.store.keys import create_key_file, load_key  # noqa: E402
 from edge.store.reads import ReadStore  # noqa: E402
 from edge.vision.recognizer import Recognizer  # noqa: E402
@@ -54,6 +55,7 @@ lat = 45.5231
 lon = -122.6765
 [store]
 key_file = "{data / "db.key"}"
+audit_key_file = "{data / "audit.key"}"
 min_free_mb = 1
 scene_min_free_mb = 1
 [[camera]]
@@ -84,6 +86,7 @@ def run_daemon(video: Path, plates: list[str], fps: float, threads: int) -> dict
         data = Path(tmp) / "data"
         data.mkdir()
         create_key_file(data / "db.key")
+        create_signing_key(data / "audit.key")
         cfg = Path(tmp) / "bench.toml"
         cfg.write_text(config_text(data, video, fps, threads))
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
