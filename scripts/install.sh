@@ -254,6 +254,9 @@ if [ "$HQ" = 1 ]; then
   for f in db-url hq.key ca.pem hq.crt; do
     [ -e "$ROOT/etc/alpr-edge-hq/$f" ] || say "headquarters: put /etc/alpr-edge-hq/$f in place (db-url and hq.key mode 0600 root)"
   done
+  # the key that signs headquarters' own access record (the service loads it by LoadCredential)
+  [ -e "$ROOT/etc/alpr-edge-hq/signing.key" ] || say "headquarters: create /etc/alpr-edge-hq/signing.key (0600 root):" \
+    "alpr-edge hotlist keygen --private /etc/alpr-edge-hq/signing.key --public /etc/alpr-edge-hq/signing.pub"
 fi
 ensure_dir "$ROOT/etc/udev" 0755 0 0
 ensure_dir "$RULESDIR" 0755 0 0
