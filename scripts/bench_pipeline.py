@@ -30,9 +30,10 @@ import cv2
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edge.capture.frame import Frame  # noqa: E402
-from edge.gps import FixedPosition  # noqa: E402
 from edge.access.audit import create_signing_key  # noqa: E402
+from edge.capture.frame import Frame  # noqa: E402
+from edge.config import ModelsConfig  # noqa: E402
+from edge.gps import FixedPosition  # noqa: E402
 from edge.store.keys import create_key_file, load_key  # noqa: E402
 from edge.store.reads import ReadStore  # noqa: E402
 from edge.vision.recognizer import Recognizer  # noqa: E402
@@ -41,7 +42,7 @@ from edge.vision.tracker import Tracker, TrackerSettings  # noqa: E402
 SUMMARY = re.compile(r"(\d+) read\(s\) stored .*?; (\d+) frames in ([0-9.]+) s \(([0-9.]+) fps\), (\d+) dropped")
 
 
-def config_text(data: Path, video: Path, fps: float, threads: int) -> str:
+def config_text(data: Path, video: Path, fps: float, threads: int, views: int) -> str:
     return f"""
 [unit]
 id = "bench-unit"
@@ -49,6 +50,7 @@ data_dir = "{data}"
 regions = ["us", "eu", "br"]
 [models]
 threads = {threads}
+ocr_views = {views}
 [gps]
 mode = "fixed"
 lat = 45.5231
@@ -81,14 +83,14 @@ def score(texts: list[str], plates: list[str]) -> dict[str, object]:
     }
 
 
-def run_daemon(video: Path, plates: list[str], fps: float, threads: int) -> dict[str, object]:
+def run_daemon(video: Path, plates: list[str], fps: float, threads: int, views: int) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         data.mkdir()
         create_key_file(data / "db.key")
         create_signing_key(data / "audit.key")
         cfg = Path(tmp) / "bench.toml"
-        cfg.write_text(config_text(data, video, fps, threads))
+        cfg.write_text(config_text(data, video, fps, threads, views))
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         p = subprocess.run(
@@ -125,7 +127,7 @@ def run_daemon(video: Path, plates: list[str], fps: float, threads: int) -> dict
     }
 
 
-def capacity(video: Path, plates: list[str], fps: float, threads: int) -> dict[str, object]:
+def capacity(video: Path, plates: list[str], fps: float, threads: int, views: int) -> dict[str, object]:
     """Recogniser + tracker over decoded frames, unpaced; frame times spaced as the camera would give them."""
     cap = cv2.VideoCapture(str(video))
     images = []
@@ -136,7 +138,8 @@ def capacity(video: Path, plates: list[str], fps: float, threads: int) -> dict[s
         images.append(img)
     cap.release()
     rec = Recognizer.from_files(
-        REPO / "models" / "plate_detector.tflite", REPO / "models" / "plate_ocr.tflite", ("us", "eu", "br"), threads
+        REPO / "models" / "plate_detector.tflite", REPO / "models" / "plate_ocr.tflite", ("us", "eu", "br"), threads,
+        views=views,
     )
     tracker = Tracker(TrackerSettings())
     reads = []
@@ -174,14 +177,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--footage", type=Path, default=REPO / "firmware_config" / "sample", help="folder with plates.json")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--ocr-views", type=int, default=ModelsConfig().ocr_views, help="models.ocr_views (default: daemon)")
     ap.add_argument("--fps", type=float, default=None, help="replay rate (default: the footage's own)")
     a = ap.parse_args()
     gt = json.loads((a.footage / "plates.json").read_text())
     video = a.footage / gt["video"]
     plates = [v["plate"] for v in gt["vehicles"]]
     fps = a.fps or float(gt["fps"])
-    live = run_daemon(video, plates, fps, a.threads)
-    cap = capacity(video, plates, fps, a.threads)
+    live = run_daemon(video, plates, fps, a.threads, a.ocr_views)
+    cap = capacity(video, plates, fps, a.threads, a.ocr_views)
     print(
         f"footage {video.name}: {gt['width']}x{gt['height']}, {gt['frames']} frames at {gt['fps']} fps, "
         f"{len(plates)} plates; threads {a.threads}"
@@ -209,6 +213,7 @@ def main() -> int:
                 "bench": "pipeline",
                 "footage": str(video),
                 "threads": a.threads,
+                "ocr_views": a.ocr_views,
                 "replay_fps": fps,
                 "daemon": live,
                 "capacity": cap,
