@@ -177,7 +177,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--footage", type=Path, default=REPO / "firmware_config" / "sample", help="folder with plates.json")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--ocr-views", type=int, default=ModelsConfig().ocr_views, help="models.ocr_views (default: daemon)")
+    ap.add_argument("--ocr-views", type=int, default=ModelsConfig().ocr_views, help="models.ocr_views (daemon default)")
     ap.add_argument("--fps", type=float, default=None, help="replay rate (default: the footage's own)")
     a = ap.parse_args()
     gt = json.loads((a.footage / "plates.json").read_text())
