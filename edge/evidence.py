@@ -88,6 +88,14 @@ def check_hold_purpose(case_number: str | None, reason: str | None) -> tuple[str
     return purpose.case_number, purpose.reason
 
 
+def check_release(hold_uuids: Sequence[str], case_number: str | None, reason: str | None) -> None:
+    """A release names either holds or a case, and says why the reads may now be purged."""
+    if not reason or not reason.strip():
+        raise HoldError("--reason: a release says why the reads may now be purged")
+    if bool(hold_uuids) == bool(case_number):
+        raise HoldError("give hold uuids or --case, not both")
+
+
 _HOLD_COLUMNS = "uuid, read_uuid, case_number, reason, held_by, held_at, released_by, released_at, release_reason"
 
 
@@ -171,10 +179,7 @@ class Evidence:
     ) -> list[Hold]:
         """Release the given active holds, or every active hold of a case; HoldError when there is none.
         ``record(released)`` writes the access-record entry first, as for ``hold``."""
-        if not reason or not reason.strip():
-            raise HoldError("--reason: a release says why the reads may now be purged")
-        if bool(hold_uuids) == bool(case_number):
-            raise HoldError("give hold uuids or --case, not both")
+        check_release(hold_uuids, case_number, reason)
         now = float(self._clock())
         try:
             if case_number:

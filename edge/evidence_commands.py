@@ -11,7 +11,7 @@ import json
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -66,9 +66,10 @@ def _db_path(args: argparse.Namespace) -> Path:
     return _resolve(args)[0]
 
 
-def _holds_detail(holds: list[Hold], case_number: str) -> dict[str, Any]:
+def holds_detail(holds: list[Hold]) -> dict[str, Any]:
+    """The access-record detail of a hold or release (the first few uuids: a case may hold thousands)."""
     return {
-        "case_number": case_number,
+        "case_number": holds[0].case_number,
         "read_uuids": sorted({h.read_uuid for h in holds})[:DETAIL_UUIDS],
         "hold_uuids": [h.uuid for h in holds][:DETAIL_UUIDS],
         "count": len(holds),
@@ -83,7 +84,7 @@ def cmd_hold(args: argparse.Namespace) -> int:
             s.record(
                 "evidence.hold",
                 reason=f"case {args.case}: {args.reason}",
-                detail=_holds_detail(holds, holds[0].case_number),
+                detail=holds_detail(holds),
             )
 
         holds = ev.hold(args.read_uuids, args.case, args.reason, s.user.name, record=record)
@@ -100,7 +101,7 @@ def cmd_release(args: argparse.Namespace) -> int:
         ev = Evidence(conn, _db_path(args))
 
         def record(holds: list[Hold]) -> None:
-            s.record("evidence.release", reason=args.reason, detail=_holds_detail(holds, holds[0].case_number))
+            s.record("evidence.release", reason=args.reason, detail=holds_detail(holds))
 
         released = ev.release(
             hold_uuids=args.hold_uuids, case_number=args.case, reason=args.reason, user=s.user.name, record=record
@@ -121,21 +122,29 @@ def holds_table(holds: list[Hold]) -> str:
     return "\n".join(lines)
 
 
+class _Recorder(Protocol):
+    def record(self, action: str, *, reason: str = "", detail: Mapping[str, Any] | None = None) -> object: ...
+
+
+def print_holds(session: _Recorder, holds: list[Hold], case_number: str | None, as_json: bool) -> None:
+    """Record that holds were listed, then print them (a table, or one JSON object per line); unit and HQ alike."""
+    session.record(
+        "evidence.list",
+        reason=f"case {case_number}" if case_number else "",
+        detail={"case_number": case_number or "", "count": len(holds)},
+    )
+    if as_json:
+        for h in holds:
+            print(json.dumps(h.to_json()))
+    else:
+        print(holds_table(holds))
+        if not holds:
+            print("(no holds)")
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     def body(s: Session, conn: Connection) -> int:
-        holds = Evidence(conn, _db_path(args)).holds(args.case, active_only=not args.all)
-        s.record(
-            "evidence.list",
-            reason=f"case {args.case}" if args.case else "",
-            detail={"case_number": args.case or "", "count": len(holds)},
-        )
-        if args.json:
-            for h in holds:
-                print(json.dumps(h.to_json()))
-        else:
-            print(holds_table(holds))
-            if not holds:
-                print("(no holds)")
+        print_holds(s, Evidence(conn, _db_path(args)).holds(args.case, active_only=not args.all), args.case, args.json)
         return 0
 
     return _session(args, "evidence.hold", body)

@@ -10,7 +10,6 @@ reads are in it and whose audit key is registered, that unit's entries about the
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import uuid as uuidlib
@@ -24,8 +23,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ..access.audit import AuditEntry, AuditError
 from ..access.session import AccessDenied
 from ..access.users import AuthError
-from ..evidence import DETAIL_UUIDS, MAX_READS, Hold, HoldError, check_hold_purpose, concerns
-from ..evidence_commands import holds_table
+from ..evidence import DETAIL_UUIDS, MAX_READS, Hold, HoldError, check_hold_purpose, check_release, concerns
+from ..evidence_commands import holds_detail, print_holds
 from ..evidence_format import (
     ACCESS_RECORD,
     READS,
@@ -123,10 +122,7 @@ class HqEvidence:
         user: str,
         record: Callable[[list[Hold]], object] | None = None,
     ) -> list[Hold]:
-        if not reason or not reason.strip():
-            raise HoldError("--reason: a release says why the reads may now be purged")
-        if bool(hold_uuids) == bool(case_number):
-            raise HoldError("give hold uuids or --case, not both")
+        check_release(hold_uuids, case_number, reason)
         now = float(self._clock())
         with self._conn.transaction():
             if case_number:
@@ -368,15 +364,6 @@ def _session(args: argparse.Namespace, what: str, body: Callable[[HqSession, psy
         return 2
 
 
-def _detail(holds: list[Hold]) -> dict[str, Any]:
-    return {
-        "case_number": holds[0].case_number,
-        "read_uuids": sorted({h.read_uuid for h in holds})[:DETAIL_UUIDS],
-        "hold_uuids": [h.uuid for h in holds][:DETAIL_UUIDS],
-        "count": len(holds),
-    }
-
-
 def cmd_hold(args: argparse.Namespace) -> int:
     def body(s: HqSession, conn: psycopg.Connection) -> int:
         holds = HqEvidence(conn).hold(
@@ -384,7 +371,9 @@ def cmd_hold(args: argparse.Namespace) -> int:
             args.case,
             args.reason,
             s.user.name,
-            record=lambda hs: s.record("evidence.hold", reason=f"case {args.case}: {args.reason}", detail=_detail(hs)),
+            record=lambda hs: s.record(
+                "evidence.hold", reason=f"case {args.case}: {args.reason}", detail=holds_detail(hs)
+            ),
         )
         for h in holds:
             print(f"{h.uuid}  read {h.read_uuid}  case {h.case_number}  held by {h.held_by} at {iso_utc(h.held_at)}")
@@ -401,7 +390,7 @@ def cmd_release(args: argparse.Namespace) -> int:
             case_number=args.case,
             reason=args.reason,
             user=s.user.name,
-            record=lambda hs: s.record("evidence.release", reason=args.reason, detail=_detail(hs)),
+            record=lambda hs: s.record("evidence.release", reason=args.reason, detail=holds_detail(hs)),
         )
         print(f"{len(released)} hold(s) released at headquarters")
         return 0
@@ -411,19 +400,7 @@ def cmd_release(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     def body(s: HqSession, conn: psycopg.Connection) -> int:
-        holds = HqEvidence(conn).holds(args.case, active_only=not args.all)
-        s.record(
-            "evidence.list",
-            reason=f"case {args.case}" if args.case else "",
-            detail={"case_number": args.case or "", "count": len(holds)},
-        )
-        if args.json:
-            for h in holds:
-                print(json.dumps(h.to_json()))
-        else:
-            print(holds_table(holds))
-            if not holds:
-                print("(no holds)")
+        print_holds(s, HqEvidence(conn).holds(args.case, active_only=not args.all), args.case, args.json)
         return 0
 
     return _session(args, "evidence.hold", body)

@@ -140,7 +140,7 @@ class Recognizer:
         def total(text: str) -> float:
             return sum(scored[text][0] if text in scored else f for (scored, _), f in zip(views, rank_floor))
 
-        def mean_p(text: str) -> float:
+        def geo_mean_p(text: str) -> float:
             logs = [scored[text][1] if text in scored else f for (scored, _), f in zip(views, logp_floor)]
             return math.exp(sum(logs) / len(logs))
 
@@ -152,10 +152,10 @@ class Recognizer:
         h, w = crops[0].shape[:2]
         return PlateRead(
             text=best,
-            confidence=min(1.0, mean_p(best)),
+            confidence=min(1.0, geo_mean_p(best)),
             char_confidences=char_confidences_for(best, probs_by_layout[two_line]),
             box=box if box is not None else (0, 0, w, h),
-            candidates=tuple(Candidate(t, min(1.0, mean_p(t))) for t in ranked[: max(MIN_CANDIDATES, 8)]),
+            candidates=tuple(Candidate(t, min(1.0, geo_mean_p(t))) for t in ranked[: max(MIN_CANDIDATES, 8)]),
             region=fmt.region if fmt else None,
             plate_format=fmt.name if fmt else None,
             detection_score=score,
