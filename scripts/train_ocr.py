@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the edge package, when not installed
 
-from alpr_train import export, ocr_data
+from alpr_train import export, glyph_shuffle, ocr_data
 from alpr_train.models import ExportOCR, PlateOCR, count_macs, seed_everything
 from edge.vision.ocr import CHARSET, NUM_CLASSES, greedy_char_confidences
 
@@ -68,6 +68,42 @@ def val_sets() -> dict[str, tuple[np.ndarray, list[str]]]:
     return {k: (np.stack(v[0]), v[1]) for k, v in sorted(sets.items())}
 
 
+# Shuffled-glyph copies per aligned real crop: US most, since its real plates are few and its formats loose.
+SHUFFLE_COPIES = {"us": 40, "eu": 20, "br": 8}
+
+
+def clean_real_train() -> dict[str, tuple[np.ndarray, list[str]]]:
+    """The one-line real training crops per region, prepared as the runtime would see them (no augmentation)."""
+    from edge.vision.ocr import prepare_crop
+
+    out: dict[str, tuple[list[np.ndarray], list[str]]] = {}
+    for s in ocr_data.real_samples("train"):
+        if s.two_line:
+            continue
+        img = (prepare_crop(ocr_data.val_image(s), ocr_data.H, ocr_data.W) * 255).astype(np.uint8)
+        out.setdefault(s.region, ([], []))
+        out[s.region][0].append(img)
+        out[s.region][1].append(s.text)
+    return {k: (np.stack(v[0]), v[1]) for k, v in out.items()}
+
+
+def add_shuffled(net: PlateOCR, clean: dict[str, tuple[np.ndarray, list[str]]],
+                 rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
+    """Shuffled-glyph copies of the real crops (alpr_train.glyph_shuffle), cut at the network's own alignment."""
+    net.eval()
+    xs, ts = [], []
+    with torch.no_grad():
+        for region, (imgs, labels) in sorted(clean.items()):
+            logits = net(torch.from_numpy(imgs[:, None].astype(np.float32) / 255.0))
+            probs = logits.softmax(1).permute(0, 2, 1).numpy()
+            x, t = glyph_shuffle.make(imgs, labels, probs, CHARSET, SHUFFLE_COPIES.get(region, 10), rng)
+            log.info("shuffled glyphs %s: %d images from %d crops", region, len(t), len(labels))
+            xs.append(x)
+            ts += t
+    net.train()
+    return np.concatenate(xs), ts
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, default=1)
@@ -82,6 +118,8 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=REPO / "runs" / "ocr")
     ap.add_argument("--precision", choices=["int8", "fp16", "fp32"], default="int8",
                     help="which exported variant becomes --out")
+    ap.add_argument("--shuffle-at", type=int, default=2500,
+                    help="step at which shuffled-glyph copies of the real crops join the training set (0: never)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     seed_everything(args.seed, args.threads)
@@ -114,10 +152,17 @@ def main() -> int:
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.1)
     ctc = nn.CTCLoss(blank=0, zero_infinity=True)
     rng = np.random.default_rng(args.seed)
+    clean = clean_real_train() if args.shuffle_at else None
     history = []
     bar = tqdm(range(1, args.steps + 1), desc="ocr", mininterval=5)
     ema = None
     for step in bar:
+        if step == args.shuffle_at and clean is not None:
+            xs, ts = add_shuffled(net, clean, np.random.default_rng(args.seed + 7))
+            x_all = np.concatenate([x_all, xs])
+            texts += ts
+            src = np.concatenate([src, np.full(len(ts), 2, np.uint8)])
+            targets += [torch.tensor(ocr_data.encode(t), dtype=torch.long) for t in ts]
         idx = rng.integers(0, len(texts), args.batch)
         xb = torch.from_numpy(x_all[idx][:, None].astype(np.float32) / 255.0)
         if rng.random() < 0.3:  # invert: light-on-dark plates
