@@ -119,10 +119,13 @@ def groundtruth_rows(path: Path) -> list[tuple[str, str, str]]:
 
 def plates_dev_crops(root: Path = SHARED_DATA) -> list[Crop]:
     folder = root / "plates-dev" / "crops" / "us"
+    corrections = load_corrections()
     out = []
     for name, state, plate in groundtruth_rows(folder / "groundtruth.csv"):
         text = normalise(plate)
-        out.append(Crop(folder / name, "us", text, f"us-crop/{text}", country=state))
+        fixed = corrected(folder, Path(name).stem, text, corrections)
+        # the split key stays the original label, so a correction never moves a crop between the splits
+        out.append(Crop(folder / name, "us", fixed, f"us-crop/{text}", country=state))
     return out
 
 
