@@ -49,6 +49,52 @@ def test_beam_search_reads_text_and_repeats() -> None:
     assert ranked[0][1] > math.log(0.5)
 
 
+def ctc_forward(probs: np.ndarray, text: str) -> float:
+    """Exact probability of ``text`` under the CTC model: the sum over all of its alignments (forward algorithm)."""
+    ext = [BLANK]
+    for ch in text:
+        ext += [CHARSET.index(ch) + 1, BLANK]
+    alpha = np.zeros(len(ext))
+    alpha[0] = probs[0, ext[0]]
+    alpha[1] = probs[0, ext[1]] if len(ext) > 1 else 0.0
+    for t in range(1, probs.shape[0]):
+        nxt = np.zeros_like(alpha)
+        for s in range(len(ext)):
+            a = alpha[s] + (alpha[s - 1] if s >= 1 else 0.0)
+            if s >= 2 and ext[s] != BLANK and ext[s] != ext[s - 2]:
+                a += alpha[s - 2]
+            nxt[s] = a * probs[t, ext[s]]
+        alpha = nxt
+    return float(alpha[-1] + (alpha[-2] if len(ext) > 1 else 0.0))
+
+
+def test_beam_search_scores_are_exact_ctc_probabilities() -> None:
+    """With a beam wide enough to keep every prefix and no pruning, each candidate's score is its exact CTC
+    probability (checked against the forward algorithm), including repeats that need a blank between them."""
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        p = np.full((7, NUM_CLASSES), 1e-9)
+        p[:, :4] = rng.dirichlet(np.ones(4), size=7)  # blank, 0, 1, 2
+        p /= p.sum(1, keepdims=True)
+        ranked = ctc_beam_search(p, beam=10_000, top_k=50, prune=1e-6, sure_blank=1.1)
+        assert ranked
+        for text, logp in ranked[:20]:
+            assert logp == pytest.approx(math.log(ctc_forward(p, text)), abs=1e-6)
+
+
+def test_beam_search_gap_steps_keep_exact_scores() -> None:
+    """The fast path for near-certain blanks keeps the scores of what it lets through exact."""
+    p = probs_for(spell("AB", 0.9))
+    p[4:, BLANK] = 0.9995
+    p[4:, 1] = 0.0005
+    ranked = ctc_beam_search(p, beam=50, top_k=5)
+    p_clipped = np.clip(p.astype(np.float64), 1e-12, 1.0)
+    q = p_clipped.copy()
+    q[4:, 1:] = 0.0  # the mass that gap steps leave to characters is dropped
+    assert ranked[0][0] == "AB"
+    assert ranked[0][1] == pytest.approx(math.log(ctc_forward(q, "AB")), abs=1e-6)
+
+
 def test_at_least_five_sorted_alternatives_even_when_sure() -> None:
     ranked = ctc_beam_search(probs_for(spell("7ABC123", 0.999)))
     assert len(ranked) >= 5

@@ -44,6 +44,21 @@ def unfold_two_line(gray: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.hstack([top[:hh], bottom[-hh:]]))
 
 
+def _percentiles(img: np.ndarray, *qs: float) -> list[float]:
+    """``np.percentile(img, qs)`` (linear interpolation); from a histogram when ``img`` is uint8, which is
+    exact and ten times faster than sorting on a plate-sized image."""
+    if img.dtype != np.uint8:
+        return [float(v) for v in np.percentile(img, qs)]
+    cum = np.cumsum(np.bincount(img.ravel(), minlength=256))
+    out = []
+    for q in qs:
+        pos = q / 100.0 * (img.size - 1)
+        k = int(pos)
+        a, b = (int(np.searchsorted(cum, i, side="right")) for i in (k, min(k + 1, img.size - 1)))
+        out.append(a + (pos - k) * (b - a))
+    return out
+
+
 def prepare_crop(crop_bgr: np.ndarray, height: int, width: int, two_line: bool = False) -> np.ndarray:
     """A plate crop (BGR or gray) to the model's float32 input image (height x width, 0..1, contrast-stretched).
 
@@ -53,8 +68,9 @@ def prepare_crop(crop_bgr: np.ndarray, height: int, width: int, two_line: bool =
     if two_line:
         gray = unfold_two_line(gray)
     interp = cv2.INTER_AREA if gray.shape[1] > width else cv2.INTER_LINEAR
-    img = cv2.resize(gray, (width, height), interpolation=interp).astype(np.float32)
-    lo, hi = np.percentile(img, (2, 98))
+    small = cv2.resize(gray, (width, height), interpolation=interp)
+    lo, hi = _percentiles(small, 2.0, 98.0)
+    img = small.astype(np.float32)
     if hi - lo < 8:
         hi = lo + 8
     out: np.ndarray = np.clip((img - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
@@ -80,36 +96,59 @@ def ctc_beam_search(
 ) -> list[tuple[str, float]]:
     """CTC prefix beam search over per-step class probabilities (T x C); returns (text, log p) best first.
 
+    Works with plain probabilities (rescaled before they could underflow, the scale kept as a log): the same
+    search as in log space without a logsumexp per addition, several times faster in Python.
     Steps whose blank probability is at least ``sure_blank`` are taken as pure gaps (the mass they leave to
-    other classes, under 0.1 %, is dropped): plates are mostly gaps, so this makes decoding several times faster.
+    other classes, under 0.1 %, is dropped): plates are mostly gaps, so this makes decoding faster still.
     """
-    logp = np.log(np.clip(probs, 1e-12, 1.0))
-    # prefix -> (log p ending in blank, log p ending in non-blank)
-    beams: dict[str, tuple[float, float]] = {"": (0.0, -math.inf)}
-    for t in range(probs.shape[0]):
-        row = probs[t]
-        if row[BLANK] >= sure_blank:  # fast path: a near-certain gap between characters branches nothing
-            lb = float(logp[t, BLANK])
-            beams = {prefix: (_logsumexp(pb, pnb) + lb, -math.inf) for prefix, (pb, pnb) in beams.items()}
+    p_all = np.clip(probs, 1e-12, 1.0).astype(np.float64)
+    log_scale = 0.0
+    # prefix -> (p ending in blank, p ending in non-blank), both divided by exp(log_scale)
+    beams: dict[str, tuple[float, float]] = {"": (1.0, 0.0)}
+    collapsed = beams  # the beams as they are after a gap step: all mass ending in blank
+    for t in range(p_all.shape[0]):
+        row = p_all[t]
+        pblank = float(row[BLANK])
+        if pblank >= sure_blank:  # fast path: a near-certain gap between characters branches nothing
+            if collapsed is not beams:
+                beams = {prefix: (pb + pnb, 0.0) for prefix, (pb, pnb) in beams.items()}
+                collapsed = beams
+            log_scale += math.log(pblank)  # the same factor for every beam
             continue
         # always the two likeliest classes, so that alternatives exist even when the model is sure
-        cands = np.union1d(np.argpartition(row, -2)[-2:], np.nonzero(row >= prune)[0])
-        nxt: dict[str, tuple[float, float]] = {}
+        idx = set(np.flatnonzero(row >= prune).tolist())
+        idx.update(np.argpartition(row, -2)[-2:].tolist())
+        cands = [(c, float(row[c]), CHARSET[c - 1] if c != BLANK else "") for c in sorted(idx)]
+        nxt: dict[str, list[float]] = {}
         for prefix, (pb, pnb) in beams.items():
-            total = _logsumexp(pb, pnb)
-            for c in cands:
-                lp = float(logp[t, c])
+            total = pb + pnb
+            last = prefix[-1] if prefix else ""
+            for c, p, ch in cands:
                 if c == BLANK:
-                    _add(nxt, prefix, total + lp, -math.inf)
-                    continue
-                ch = CHARSET[c - 1]
-                if prefix and prefix[-1] == ch:
-                    _add(nxt, prefix + ch, -math.inf, pb + lp)  # a repeat needs a blank between
-                    _add(nxt, prefix, -math.inf, pnb + lp)  # the same character continued
+                    key, add_b, add_nb = prefix, total * p, 0.0
+                elif ch == last:
+                    if pb > 0.0:  # a repeat needs a blank between
+                        e = nxt.setdefault(prefix + ch, [0.0, 0.0])
+                        e[1] += pb * p
+                    key, add_b, add_nb = prefix, 0.0, pnb * p  # the same character continued
                 else:
-                    _add(nxt, prefix + ch, -math.inf, total + lp)
-        beams = dict(sorted(nxt.items(), key=lambda kv: -_logsumexp(*kv[1]))[:beam])
-    ranked = sorted(((p, _logsumexp(*v)) for p, v in beams.items() if p), key=lambda x: -x[1])
+                    key, add_b, add_nb = prefix + ch, 0.0, total * p
+                e = nxt.setdefault(key, [0.0, 0.0])
+                e[0] += add_b
+                e[1] += add_nb
+        best = sorted(nxt.items(), key=lambda kv: -(kv[1][0] + kv[1][1]))[:beam]
+        top = best[0][1][0] + best[0][1][1]
+        if top <= 0.0:
+            break
+        if top < 1e-150:  # rescale before the probabilities underflow
+            beams = {k: (v[0] / top, v[1] / top) for k, v in best if v[0] + v[1] > 0.0}
+            log_scale += math.log(top)
+        else:
+            beams = {k: (v[0], v[1]) for k, v in best}
+    ranked = sorted(
+        ((p, math.log(pb + pnb) + log_scale) for p, (pb, pnb) in beams.items() if p and pb + pnb > 0.0),
+        key=lambda x: -x[1],
+    )
     return ranked[:top_k]
 
 

@@ -8,6 +8,8 @@ digits in their positions keeps each plate's layout (a Brazilian AAA9999 stays A
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import cv2
 import numpy as np
 
@@ -44,7 +46,7 @@ def cut_points(img: np.ndarray, peaks: list[int], window: int = 6) -> list[int] 
     width = img.shape[1]
     col = ink(img)
     centres = [p * STEP_PX + STEP_PX // 2 for p in peaks]
-    mids = [(a + b) // 2 for a, b in zip(centres, centres[1:])]
+    mids = [(a + b) // 2 for a, b in pairwise(centres)]
     pitch = (centres[-1] - centres[0]) / max(1, len(centres) - 1) if len(centres) > 1 else 12
     guesses = [int(centres[0] - pitch / 2), *mids, int(centres[-1] + pitch / 2)]
     cuts = []
@@ -63,9 +65,9 @@ def shuffled(img: np.ndarray, text: str, peaks: list[int], rng: np.random.Genera
     """One shuffled copy of a prepared (H x W uint8) crop whose aligned reading is ``text``; None when the
     characters cannot be cut cleanly (too narrow segments) or there is nothing to swap."""
     cuts = cut_points(img, peaks)
-    if cuts is None or any(b - a < 3 for a, b in zip(cuts, cuts[1:])):
+    if cuts is None or any(b - a < 3 for a, b in pairwise(cuts)):
         return None
-    segs = [img[:, a:b] for a, b in zip(cuts, cuts[1:])]
+    segs = [img[:, a:b] for a, b in pairwise(cuts)]
     order = list(range(len(text)))
     for is_digit in (True, False):
         pos = [i for i, ch in enumerate(text) if ch.isdigit() == is_digit]
