@@ -147,6 +147,10 @@ class HealthConfig:
     broker_lost_s: float = _f(30.0, "a broker (sync, alerts) unreachable for this long is a fault", 1, 3600)
     disk_warn_mb: float = _f(256.0, "warn when free disk space is within this of store.min_free_mb", 0, 1e6)
     clock_jump_s: float = _f(120.0, "system clock and GPS time differ by more than this: 'clock jump'", 1, 86400)
+    temp_warn_c: float = _f(
+        80.0, "board temperature (hottest thermal zone) at which to warn: a Pi 4 throttles at 80", 30, 150
+    )
+    temp_critical_c: float = _f(85.0, "board temperature that is a critical fault", 30, 150)
     status_file: Path | None = _f(None, "status snapshot (default: $RUNTIME_DIRECTORY/status.json, else data_dir/run)")
 
 
@@ -373,6 +377,9 @@ def parse(raw: dict[str, Any], base: Path, source: Path | None = None) -> Config
         raise ConfigError("sync.host: required when sync.enabled is true")
     if sync.critical_after_days <= sync.warn_after_days:
         raise ConfigError("sync.critical_after_days: must be above sync.warn_after_days")
+    health = _section(HealthConfig, "health", raw.get("health", {}), base)
+    if health.temp_critical_c < health.temp_warn_c:
+        raise ConfigError("health.temp_critical_c: must not be below health.temp_warn_c")
     cams_raw = raw.get("camera", [])
     if not isinstance(cams_raw, list) or not cams_raw:
         raise ConfigError("camera: at least one [[camera]] table is required")
@@ -391,7 +398,7 @@ def parse(raw: dict[str, Any], base: Path, source: Path | None = None) -> Config
         hotlist=hotlist,
         alerts=_section(AlertsConfig, "alerts", raw.get("alerts", {}), base),
         sync=sync,
-        health=_section(HealthConfig, "health", raw.get("health", {}), base),
+        health=health,
         console=_section(ConsoleConfig, "console", raw.get("console", {}), base),
         source=source,
     )

@@ -32,6 +32,7 @@ from .hotlist.service import HotListService
 from .sdnotify import Notifier
 from .store.errors import StoreError, StoreFullError
 from .store.reads import ReadStore
+from .thermal import ThermalStatus, read_thermal
 from .vision.recognizer import PlateRead, Recognizer
 from .vision.tracker import Read, Tracker, TrackerSettings
 
@@ -136,6 +137,7 @@ class Daemon:
         alerts: AlertService | None = None,
         extra_faults: Callable[[], list[str]] | None = None,
         links: Callable[[], Parts] | None = None,
+        thermal: Callable[[], ThermalStatus | None] = read_thermal,
     ) -> None:
         self.cfg = cfg
         self.recognizer = recognizer
@@ -147,6 +149,7 @@ class Daemon:
         self.alerts = alerts
         self.extra_faults = extra_faults
         self.links = links  # the uplink's and the alerts publisher's states, for health
+        self.thermal = thermal  # the board's temperature and throttling, from sysfs
         self.health = Health(cfg.health, int(cfg.store.min_free_mb * 1e6))
         self.status_path = status_file(cfg)
         self.last_snapshot: bytes | None = None  # JSON, for the MQTT status topic
@@ -350,6 +353,7 @@ class Daemon:
             store_error=store_error,
             hotlist=hotlists,
             hotlist_configured=configured,
+            thermal=self.thermal(),
         )
         c = self.counters
         if c.store_fault:

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 
 from . import config as config_mod
 from .capture.sources import redact_uri
+from .thermal import read_thermal
 
 if TYPE_CHECKING:
     from .hotlist.repository import HotListRepository
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 SERVICE_USER = "alpr-edge"
 UNITS = ("alpr-edge.service",)
-CHECKS = ("keys", "database", "hotlist", "models", "cameras", "gps", "time", "broker", "disk", "units")
+CHECKS = ("keys", "database", "hotlist", "models", "cameras", "gps", "time", "broker", "disk", "thermal", "units")
 URL_PORTS = {"rtsp": 554, "rtsps": 322, "http": 80, "https": 443}
 CLOCK_FLOOR = 1_735_689_600  # 2025-01-01: a clock before this was never set (no RTC, no GPS or network time yet)
 GPSD_LINE_MAX = 64 * 1024
@@ -469,6 +470,22 @@ def disk(cfg: config_mod.Config) -> Check:
     return Check("disk", OK, f"{free_mb:.0f} MB free at {probe}")
 
 
+def thermal(cfg: config_mod.Config | None, root: Path) -> Check:
+    t = read_thermal(root / "sys")
+    if t is None:
+        return Check("thermal", OK, "no temperature sensor on this machine")
+    warn_c = cfg.health.temp_warn_c if cfg is not None else config_mod.HealthConfig().temp_warn_c
+    temp = f"{t.temp_c:.0f} °C ({t.zone})" if t.temp_c is not None else "temperature unknown"
+    if "under-voltage" in t.now():
+        return Check("thermal", FAIL, f"{temp}; power supply under-voltage now",
+                     "use the board's rated supply (Pi 4: 5.1 V 3 A) and a short, thick cable")  # fmt: skip
+    if t.now() or (t.temp_c is not None and t.temp_c >= warn_c):
+        why = ", ".join(t.now()) or f"at or above health.temp_warn_c {warn_c:g}"
+        return Check("thermal", WARN, f"{temp}: {why}", "add a heatsink or fan, shade the enclosure")
+    extra = f"; since boot: {', '.join(t.since_boot())}" if t.since_boot() else ""
+    return Check("thermal", WARN if t.fault else OK, f"{temp}{extra}" + (f"; {t.fault}" if t.fault else ""))
+
+
 def units(root: Path, run: Runner = _run) -> list[Check]:
     out = []
     systemd_running = root == Path("/") and Path("/run/systemd/system").is_dir()
@@ -537,6 +554,8 @@ def run_checks(config_path: Path, opts: Options = Options()) -> list[Check]:
                               opts.timeout_s))  # fmt: skip
     if cfg is not None and "disk" not in skip:
         out.append(disk(cfg))
+    if "thermal" not in skip:
+        out.append(thermal(cfg, opts.root))
     if "units" not in skip:
         out += units(opts.root)
     return out

@@ -39,6 +39,7 @@ from .hotlist.service import HotListState
 from .store.reads import StoreStatus
 from .sync.protocol import STATUS_SCHEMA
 from .sync.uplink import UplinkStatus
+from .thermal import ThermalStatus
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +199,7 @@ class Parts:
     hotlist_configured: bool = False  # signed lists are expected (sources or keys configured)
     uplink: UplinkStatus | None = None
     alerts: MqttStatus | None = None
+    thermal: ThermalStatus | None = None  # None where the board reports no temperature
 
 
 class Health:
@@ -232,6 +234,7 @@ class Health:
         out += self._store(parts)
         out += self._hotlist(parts)
         out += self._links(parts, now)
+        out += self._thermal(parts.thermal)
         return tuple(out)
 
     def _cameras(self, parts: Parts, now: float) -> list[Fault]:
@@ -336,6 +339,22 @@ class Health:
             down = self._held("alerts.down", a.fault is not None, now)
             if a.fault is not None and down >= limit:
                 out.append(Fault("broker.unreachable", "critical", f"alerts mqtt: {a.fault} ({a.queued} queued)"))
+        return out
+
+    def _thermal(self, t: ThermalStatus | None) -> list[Fault]:
+        if t is None:
+            return []
+        out = []
+        c = self.cfg
+        if t.temp_c is not None and t.temp_c >= c.temp_warn_c:
+            severity = "critical" if t.temp_c >= c.temp_critical_c else "warning"
+            out.append(Fault("board.hot", severity, f"board temperature {t.temp_c:.0f} °C ({t.zone})"))
+        now = t.now()
+        if "under-voltage" in now:
+            out.append(Fault("power.low", "critical", "power supply under-voltage now"))
+        capped = [x for x in now if x != "under-voltage"]
+        if capped:
+            out.append(Fault("board.throttled", "warning", f"CPU throttled now: {', '.join(capped)}"))
         return out
 
 
@@ -482,6 +501,16 @@ def snapshot(
             "fault": h.fault,
         }
     alerts = None if parts.alerts is None else {"broker": parts.alerts.broker, "fault": parts.alerts.fault}
+    thermal: dict[str, Any] | None = None
+    if parts.thermal is not None:
+        t = parts.thermal
+        thermal = {
+            "temp_c": _r(t.temp_c),
+            "zone": t.zone,
+            "throttled_now": list(t.now()),
+            "throttled_since_boot": list(t.since_boot()),
+            "fault": t.fault,
+        }
     c = counters
     return {
         "schema": STATUS_SCHEMA,
@@ -503,5 +532,6 @@ def snapshot(
         "sync": sync,
         "hotlist": hotlist,
         "alerts_mqtt": alerts,
+        "thermal": thermal,
         **dict(c.extra),
     }

@@ -155,7 +155,7 @@ def test_bad_config_fails_naming_the_key(inst: Install) -> None:
     assert "pipeline.frame_queue: expected an integer" in c.message and "config validate" in c.fix
     assert exit_code(checks) == 2
     # nothing that needs the settings is checked; the rest still is
-    assert {c.name for c in checks} == {"config", "units"}
+    assert {c.name for c in checks} == {"config", "thermal", "units"}
 
 
 def test_low_disk_against_the_configured_threshold(inst: Install) -> None:

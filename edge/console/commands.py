@@ -126,6 +126,22 @@ def _hotlist_line(h: dict[str, Any] | None) -> str:
     )
 
 
+def _thermal_line(t: dict[str, Any] | None) -> str:
+    if not t:
+        return "board: no temperature sensor"
+    temp = t.get("temp_c")
+    parts = [
+        f"board {temp:.0f} °C ({t.get('zone')})" if isinstance(temp, int | float) else "board: temperature unknown"
+    ]
+    if t.get("throttled_now"):
+        parts.append("throttled now: " + ", ".join(map(str, t["throttled_now"])))
+    if t.get("throttled_since_boot"):
+        parts.append("since boot: " + ", ".join(map(str, t["throttled_since_boot"])))
+    if t.get("fault"):
+        parts.append(str(t["fault"]))
+    return "; ".join(parts)
+
+
 def _faults(snap: dict[str, Any]) -> list[str]:
     faults = snap.get("faults") or []
     if not faults:
@@ -163,6 +179,7 @@ def cmd_status(ctx: Context, args: list[str]) -> str:
         _storage_line(snap.get("storage")),
         _sync_line(snap.get("sync") or {}),
         _hotlist_line(snap.get("hotlist")),
+        _thermal_line(snap.get("thermal")),
         *_faults(snap),
     ]
     return "\n".join(lines)
