@@ -401,7 +401,8 @@ def test_migrate_and_devices_commands(
     url_file = tmp_path / "db-url"
     url_file.write_text(url + "\n")
     assert hq_cli("migrate", "--db-url-file", str(url_file)) == 0
-    assert "applied migration(s) 1, 2" in capsys.readouterr().out
+    numbers = ", ".join(str(m.number) for m in schema.MIGRATIONS)
+    assert f"applied migration(s) {numbers}" in capsys.readouterr().out
     monkeypatch.setenv(commands.DB_URL_ENV, url)
     assert hq_cli("migrate") == 0
     assert f"up to date: schema version {len(schema.MIGRATIONS)}" in capsys.readouterr().out

@@ -32,8 +32,9 @@ from ..alerts_mqtt import MqttConfigError, backoff_delay, tls_context
 from ..hotlist import bundle as hlb
 from ..store.commands import iso_utc
 from ..sync import protocol
-from . import audit_commands, audit_verify, device_keys, schema, users_commands
+from . import audit_commands, audit_verify, device_keys, device_status, schema, users_commands
 from .access import HqSession, add_hq_login_args
+from .device_status import age_text
 from .ingest import IngestWorker
 
 log = logging.getLogger(__name__)
@@ -123,8 +124,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "group": args.group,
         "stop": stop,
     }
-    workers = [
-        IngestWorker(args.broker, args.port, url, name=f"{args.name}-{i}", **common) for i in range(1, args.workers + 1)
+    workers = [  # the first one also takes in the units' statuses (one is enough: they are small and retained)
+        IngestWorker(args.broker, args.port, url, name=f"{args.name}-{i}", statuses=i == 1, **common)
+        for i in range(1, args.workers + 1)
     ]
     for w in workers:
         w.start()
@@ -133,9 +135,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         for w in workers:
             s = w.status()
             log.info(
-                "worker %s: subscribed=%s database=%s batches=%d stored=%d new=%d rejected=%d malformed=%d fault=%s",
+                "worker %s: subscribed=%s database=%s batches=%d stored=%d new=%d rejected=%d malformed=%d "
+                "statuses=%d refused=%d fault=%s",
                 s.name, s.subscribed, s.database, s.batches, s.items_stored, s.items_new, s.items_rejected,
-                s.malformed, s.fault,
+                s.malformed, s.statuses, s.statuses_refused, s.fault,
             )  # fmt: skip
     for w in workers:
         w.join(15)
@@ -159,10 +162,14 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def device_rows(conn: psycopg.Connection, now: float, overdue_days: float = P9_DAYS) -> list[dict[str, Any]]:
-    """The registry, most overdue first: each device with its days since the last complete batch and the flag."""
+    """The registry, most overdue first: each device with its days since the last complete batch and the flag, and
+    its last status (level, number of faults, age by the unit's clock; None when it never sent one)."""
     cur = conn.execute(
-        "SELECT device_id, first_seen, last_seen, last_batch_at, last_sync, batches, reads, images, hits, outcomes,"
-        " audit, rejected FROM devices ORDER BY last_sync NULLS FIRST, device_id"
+        "SELECT d.device_id, d.first_seen, d.last_seen, d.last_batch_at, d.last_sync, d.batches, d.reads, d.images,"
+        " d.hits, d.outcomes, d.audit, d.rejected, s.level AS status_level,"
+        " jsonb_array_length(s.faults) AS status_faults, s.status_at"
+        " FROM devices d LEFT JOIN device_status s USING (device_id)"
+        " ORDER BY d.last_sync NULLS FIRST, d.device_id"
     )
     names = [d.name for d in cur.description or ()]
     out = []
@@ -171,6 +178,7 @@ def device_rows(conn: psycopg.Connection, now: float, overdue_days: float = P9_D
         since = r["last_sync"] if r["last_sync"] is not None else r["first_seen"]
         r["days_since_sync"] = round((now - since) / DAY, 2)
         r["overdue"] = r["days_since_sync"] > overdue_days  # never synced: counted from its first batch
+        r["status_age_s"] = None if r["status_at"] is None else round(max(0.0, now - r["status_at"]), 1)
         out.append(r)
     return out
 
@@ -182,12 +190,17 @@ def cmd_devices(args: argparse.Namespace) -> int:
         for r in rows:
             print(json.dumps(r))
         return 0
-    print(f"{'DEVICE':<20} {'LAST SEEN':<20} {'LAST SYNC':<20} {'DAYS':>7} {'READS':>9} {'HITS':>6}  FLAG")
+    print(
+        f"{'DEVICE':<20} {'LAST SEEN':<20} {'LAST SYNC':<20} {'DAYS':>7} {'READS':>9} {'HITS':>6}  "
+        f"{'STATUS':<8} {'FAULTS':>6} {'AGE':>6}  FLAG"
+    )
     for r in rows:
         flag = f"OVERDUE (P9: over {args.overdue_days:g} days)" if r["overdue"] else ""
+        faults = "-" if r["status_faults"] is None else r["status_faults"]
         print(
             f"{r['device_id']:<20} {iso_utc(r['last_seen']):<20} {iso_utc(r['last_sync']) or 'never':<20} "
-            f"{r['days_since_sync']:>7.1f} {r['reads']:>9} {r['hits']:>6}  {flag}"
+            f"{r['days_since_sync']:>7.1f} {r['reads']:>9} {r['hits']:>6}  {r['status_level'] or '-':<8} "
+            f"{faults:>6} {age_text(r['status_age_s']):>6}  {flag}"
         )
     return 0
 
@@ -453,7 +466,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "hq",
         help="headquarters: ingest from the units, device registry, hot list publishing",
         description="Headquarters' side of sync: ingest workers that store the units' batches in PostgreSQL and "
-        "acknowledge them, schema migrations, the device registry (P9) and publishing signed hot lists. The "
+        "acknowledge them, schema migrations, the device registry (P9) with the units' last status, and publishing "
+        "signed hot lists. The "
         f"database URL comes from --db-url-file, the systemd credential {DB_URL_CREDENTIAL} or ${DB_URL_ENV}.",
     )
     hsub = hq.add_subparsers(dest="hq_command", required=True, metavar="ACTION", help="what to do")
@@ -463,7 +477,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="run ingest workers until SIGTERM",
         description="Migrate the database, then run ingest workers on the shared subscription "
         f"{protocol.ingest_subscription()}: each batch is stored in one transaction, idempotently, then "
-        "acknowledged. Run more workers (here or on other machines, each with its own --name) to share the load.",
+        "acknowledged. The first worker also keeps each unit's latest status (alpr/+/status, retained; see 'hq devices "
+        "status'). Run more workers (here or on other machines, each with its own --name) to share the load.",
     )
     _broker_args(serve)
     serve.add_argument("--workers", type=_positive, default=2, help="ingest workers (threads) to run (default 2)")
@@ -495,10 +510,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     dev = hsub.add_parser(
         "devices",
-        help="the device registry: last seen, last sync, overdue units (P9)",
-        description="Every unit that sent a batch: first and last seen, last complete sync (a batch stored with "
-        "nothing rejected), days since, items stored; units past --overdue-days are flagged (P9: data must reach "
-        "headquarters at least every 30 days).",
+        help="the device registry: last seen, last sync, overdue units (P9), last status",
+        description="Every unit that sent a batch or a status: first and last seen, last complete sync (a batch "
+        "stored with nothing rejected), days since, items stored, and its last status (level, number of faults, "
+        "age by the unit's clock; 'hq devices status' shows the faults); units past --overdue-days are flagged (P9: "
+        "data must reach headquarters at least every 30 days).",
     )
     dev.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
     dev.add_argument(
@@ -507,9 +523,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _db_arg(dev)
     dev.set_defaults(func=_run(cmd_devices))
     dev_sub = dev.add_subparsers(
-        dest="devices_command", metavar="ACTION", help="without one: list the registry; 'register': a unit's audit key"
+        dest="devices_command",
+        metavar="ACTION",
+        help="without one: list the registry; 'register': a unit's audit key; 'status': the units' faults",
     )
     device_keys.add_register(dev_sub)
+    device_status.add_status(dev_sub)
 
     pub = hsub.add_parser(
         "publish-hotlist",

@@ -21,6 +21,13 @@ For each message, in this order:
    not PUBACK it and retries with capped, jittered backoff (the broker holds at most ``receive_maximum`` batches
    in flight to it meanwhile). A lost MQTT connection is re-established with the same backoff.
 
+Statuses: a worker made with ``statuses=True`` (``hq serve`` makes its first worker so) also subscribes to
+``alpr/+/status`` (QoS 1), not shared: the broker sends retained messages only to plain subscriptions, and those
+give headquarters every unit's last status at each connect. A status goes through the same queue, database retry and
+PUBACK as a batch (no Ack: the unit wants none), checked and stored by edge/hq/device_status.py; a refused one is
+one log line and nothing stored. Several such workers store the same status harmlessly (a status never replaces
+a newer one). A broker that refuses that subscription leaves batch ingest running, with a warning.
+
 A worker's persistent session is named after ``name``: give each worker a stable name and restart it under the
 same name, or the batches in flight to it wait for its session to expire (``session_expiry_s``).
 """
@@ -51,7 +58,7 @@ from psycopg.types.json import Jsonb
 from ..alerts_mqtt import backoff_delay, tls_context
 from ..sync import protocol
 from ..sync.protocol import Ack, Batch, Item, ProtocolError, Rejected
-from . import schema
+from . import device_status, schema
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +68,7 @@ MAX_LONG_TEXT = 4000  # reason, instructions, notes
 MAX_LIST = 64  # per-character confidences, candidates
 MAX_JSON_BYTES = 64 * 1024  # match_detail, an audit entry
 MAX_JSON_DEPTH = 16
+STATUS_TOPICS = "alpr/+/status"  # every unit's retained status (not shared: see the module docstring)
 
 
 class ItemError(ValueError):
@@ -432,6 +440,8 @@ class IngestStatus:
     malformed: int  # messages refused whole (ProtocolError): nothing stored, no Ack
     connects: int
     fault: str | None
+    statuses: int = 0  # unit statuses taken in (newer ones stored, the others already there)
+    statuses_refused: int = 0
 
 
 class IngestWorker:
@@ -458,6 +468,7 @@ class IngestWorker:
         connect_timeout_s: float = 5.0,
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 30.0,
+        statuses: bool = False,
     ) -> None:
         if not 0 < port < 65536:
             raise ValueError(f"broker port: must be 1..65535, got {port}")
@@ -475,6 +486,7 @@ class IngestWorker:
         self._connect_timeout = connect_timeout_s
         self._backoff = (backoff_initial_s, backoff_max_s)
         self._rng = random.Random()
+        self._statuses = statuses
         self._thread: threading.Thread | None = None
         self._conn: psycopg.Connection | None = None
         self._lock = threading.Lock()
@@ -512,6 +524,8 @@ class IngestWorker:
                 malformed=c["malformed"],
                 connects=c["connects"],
                 fault=self._fault,
+                statuses=c["statuses"],
+                statuses_refused=c["statuses_refused"],
             )
 
     # --- the worker thread ---
@@ -565,7 +579,8 @@ class IngestWorker:
         def on_connect(c: mqtt.Client, u: Any, flags: mqtt.ConnectFlags, rc: ReasonCode, p: Properties | None) -> None:
             state["connack"] = rc
             if not rc.is_failure:
-                c.subscribe(protocol.ingest_subscription(self.group), qos=1)
+                topics = [protocol.ingest_subscription(self.group)] + ([STATUS_TOPICS] if self._statuses else [])
+                c.subscribe([(t, 1) for t in topics])
 
         def on_subscribe(c: mqtt.Client, u: Any, mid: int, rcs: list[ReasonCode], p: Properties | None) -> None:
             state["suback"] = rcs
@@ -596,7 +611,7 @@ class IngestWorker:
             if client.loop(0.1) != MQTTErrorCode.MQTT_ERR_SUCCESS or (connack is not None and connack.is_failure):
                 break
         rcs: list[ReasonCode] | None = state.get("suback")
-        if rcs is None or any(rc.is_failure for rc in rcs):
+        if rcs is None or rcs[0].is_failure:
             connack = state.get("connack")
             if connack is not None and connack.is_failure:
                 self._set(fault=f"{where} refused the connection: {connack}")
@@ -609,6 +624,9 @@ class IngestWorker:
             except Exception:
                 log.debug("disconnect after a failed connect", exc_info=True)
             return None
+        if len(rcs) > 1 and rcs[1].is_failure:
+            log.warning("hq ingest %s: %s refused the subscription to %s (%s): no unit statuses", self.name, where,
+                        STATUS_TOPICS, rcs[1])  # fmt: skip
         self._set(subscribed=True, connects=1)
         log.info("hq ingest %s: subscribed to %s on %s", self.name, protocol.ingest_subscription(self.group), where)
         return client
@@ -658,6 +676,8 @@ class IngestWorker:
 
     def _handle(self, client: mqtt.Client, msg: mqtt.MQTTMessage) -> bool:
         """Store one message and acknowledge it; False when the database is unavailable (nothing acknowledged)."""
+        if msg.topic.endswith("/status"):
+            return self._handle_status(client, msg)
         try:
             batch = protocol.decode_batch(bytes(msg.payload), msg.topic)
         except Exception as e:  # ProtocolError, or a payload that surprised the decoder: refused all the same
@@ -690,6 +710,30 @@ class IngestWorker:
             )  # fmt: skip
         log.debug("hq ingest %s: batch %s from %s: %d stored (%d new)", self.name, batch.batch_id, batch.device,
                   len(ack.stored), result.new)  # fmt: skip
+        return True
+
+    def _handle_status(self, client: mqtt.Client, msg: mqtt.MQTTMessage) -> bool:
+        """A unit's status: checked, kept if newer, PUBACKed; False when the database is unavailable."""
+        now = self._clock()
+        try:
+            st = device_status.decode_status(bytes(msg.payload), msg.topic, now)
+        except device_status.StatusError as e:
+            log.warning("hq ingest %s: status from device %s refused, nothing stored: %s", self.name, e.device,
+                        e.reason)  # fmt: skip
+            self._set(fault=self._fault, statuses_refused=1)
+            client.ack(msg.mid, msg.qos)
+            return True
+        try:
+            newer = device_status.store_status(self._db(), st, now)
+        except psycopg.errors.TransactionRollback:
+            return False
+        except psycopg.Error as e:
+            self._close_db()
+            self._set(fault=f"database unavailable, statuses wait un-acknowledged: {type(e).__name__}: {e}")
+            return False
+        client.ack(msg.mid, msg.qos)
+        self._set(fault=None, statuses=1)
+        log.debug("hq ingest %s: status of %s (%s) %s", self.name, st.device, st.level, "stored" if newer else "old")
         return True
 
 

@@ -261,6 +261,27 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        3,
+        "device_status: each unit's latest status (alpr/<device>/status)",
+        (
+            # One row per unit, replaced only by a newer status (edge/hq/device_status.py); no plate, no position.
+            """CREATE TABLE device_status (
+                device_id TEXT PRIMARY KEY,
+                status_at DOUBLE PRECISION NOT NULL,      -- the unit's "at": when it took the snapshot (its clock)
+                received_at DOUBLE PRECISION NOT NULL,    -- when headquarters stored it
+                level TEXT NOT NULL CHECK (level IN ('ok', 'warning', 'critical')),
+                faults JSONB NOT NULL,                    -- [{code, severity, text}] as the unit sent them
+                uptime_s DOUBLE PRECISION,
+                fps DOUBLE PRECISION,
+                frames BIGINT,                            -- the unit's counters since it started
+                dropped BIGINT,
+                reads BIGINT,
+                snapshot JSONB NOT NULL                   -- the whole document (at most 64 KiB)
+            )""",
+            "CREATE INDEX device_status_by_level ON device_status (level, status_at)",
+        ),
+    ),
 )
 
 
