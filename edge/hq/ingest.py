@@ -22,9 +22,11 @@ For each message, in this order:
    in flight to it meanwhile). A lost MQTT connection is re-established with the same backoff.
 
 Statuses: a worker made with ``statuses=True`` (``hq serve`` makes its first worker so) also subscribes to
-``alpr/+/status`` (QoS 1), not shared: the broker sends retained messages only to plain subscriptions, and those
-give headquarters every unit's last status at each connect. A status goes through the same queue, database retry and
-PUBACK as a batch (no Ack: the unit wants none), checked and stored by edge/hq/device_status.py; a refused one is
+``alpr/+/status``, not shared: the broker sends retained messages only to plain subscriptions, and those
+give headquarters every unit's last status at each connect. QoS 0, so that the broker queues no status for an absent
+worker: with a large fleet and a long outage, queued statuses would fill the session's queue and push batches out,
+and the retained copy brings the latest status at the reconnect anyway. A status goes through the same queue and
+database retry as a batch (no Ack: the unit wants none), checked and stored by edge/hq/device_status.py; a refused one is
 one log line and nothing stored. Several such workers store the same status harmlessly (a status never replaces
 a newer one). A broker that refuses that subscription leaves batch ingest running, with a warning.
 
@@ -579,8 +581,8 @@ class IngestWorker:
         def on_connect(c: mqtt.Client, u: Any, flags: mqtt.ConnectFlags, rc: ReasonCode, p: Properties | None) -> None:
             state["connack"] = rc
             if not rc.is_failure:
-                topics = [protocol.ingest_subscription(self.group)] + ([STATUS_TOPICS] if self._statuses else [])
-                c.subscribe([(t, 1) for t in topics])
+                topics = [(protocol.ingest_subscription(self.group), 1)]
+                c.subscribe(topics + ([(STATUS_TOPICS, 0)] if self._statuses else []))
 
         def on_subscribe(c: mqtt.Client, u: Any, mid: int, rcs: list[ReasonCode], p: Properties | None) -> None:
             state["suback"] = rcs
