@@ -26,8 +26,8 @@ Statuses: a worker made with ``statuses=True`` (``hq serve`` makes its first wor
 give headquarters every unit's last status at each connect. QoS 0, so that the broker queues no status for an absent
 worker: with a large fleet and a long outage, queued statuses would fill the session's queue and push batches out,
 and the retained copy brings the latest status at the reconnect anyway. A status goes through the same queue and
-database retry as a batch (no Ack: the unit wants none), checked and stored by edge/hq/device_status.py; a refused one is
-one log line and nothing stored. Several such workers store the same status harmlessly (a status never replaces
+database retry as a batch (no Ack: the unit wants none), checked and stored by edge/hq/device_status.py; a refused
+one is one log line and nothing stored. Several such workers store the same status harmlessly (a status never replaces
 a newer one). A broker that refuses that subscription leaves batch ingest running, with a warning.
 
 A worker's persistent session is named after ``name``: give each worker a stable name and restart it under the
