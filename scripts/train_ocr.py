@@ -72,13 +72,13 @@ def val_sets() -> dict[str, tuple[np.ndarray, list[str]]]:
 SHUFFLE_COPIES = {"us": 40, "eu": 20, "br": 8}
 
 
-def clean_real_train() -> dict[str, tuple[np.ndarray, list[str]]]:
+def clean_real_train(regions: set[str]) -> dict[str, tuple[np.ndarray, list[str]]]:
     """The one-line real training crops per region, prepared as the runtime would see them (no augmentation)."""
     from edge.vision.ocr import prepare_crop
 
     out: dict[str, tuple[list[np.ndarray], list[str]]] = {}
     for s in ocr_data.real_samples("train"):
-        if s.two_line:
+        if s.two_line or s.region not in regions:
             continue
         img = (prepare_crop(ocr_data.val_image(s), ocr_data.H, ocr_data.W) * 255).astype(np.uint8)
         out.setdefault(s.region, ([], []))
@@ -118,8 +118,10 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=REPO / "runs" / "ocr")
     ap.add_argument("--precision", choices=["int8", "fp16", "fp32"], default="int8",
                     help="which exported variant becomes --out")
-    ap.add_argument("--shuffle-at", type=int, default=2500,
-                    help="step at which shuffled-glyph copies of the real crops join the training set (0: never)")
+    ap.add_argument("--shuffle-at", type=int, default=0,
+                    help="step at which shuffled-glyph copies of the real crops join the training set (0: never, the "
+                         "default; tried at 2500, see MODEL_CARD.md)")
+    ap.add_argument("--shuffle-regions", default="us,eu,br", help="regions whose real crops are shuffled")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     seed_everything(args.seed, args.threads)
@@ -152,7 +154,7 @@ def main() -> int:
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.1)
     ctc = nn.CTCLoss(blank=0, zero_infinity=True)
     rng = np.random.default_rng(args.seed)
-    clean = clean_real_train() if args.shuffle_at else None
+    clean = clean_real_train(set(args.shuffle_regions.split(","))) if args.shuffle_at else None
     history = []
     bar = tqdm(range(1, args.steps + 1), desc="ocr", mininterval=5)
     ema = None
