@@ -6,6 +6,7 @@ halves are placed side by side so the single-line CTC model reads them left to r
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass
 
@@ -102,23 +103,30 @@ def ctc_beam_search(
     other classes, under 0.1 %, is dropped): plates are mostly gaps, so this makes decoding faster still.
     """
     p_all = np.clip(probs, 1e-12, 1.0).astype(np.float64)
+    steps = p_all.shape[0]
+    blank = p_all[:, BLANK].tolist()
+    # the classes each step may branch into, found for all steps at once (numpy calls per step cost more than the
+    # search itself): those above ``prune`` and always the two likeliest, so that alternatives exist even when the
+    # model is sure; none on gap steps
+    keep = p_all >= prune
+    keep[np.arange(steps)[:, None], np.argpartition(p_all, -2, axis=1)[:, -2:]] = True
+    keep[p_all[:, BLANK] >= sure_blank] = False
+    branches: list[list[tuple[int, float, str]]] = [[] for _ in range(steps)]
+    ts, cs = np.nonzero(keep)
+    for t, c, p in zip(ts.tolist(), cs.tolist(), p_all[ts, cs].tolist(), strict=True):
+        branches[t].append((c, p, CHARSET[c - 1] if c != BLANK else ""))
     log_scale = 0.0
     # prefix -> (p ending in blank, p ending in non-blank), both divided by exp(log_scale)
     beams: dict[str, tuple[float, float]] = {"": (1.0, 0.0)}
     collapsed = beams  # the beams as they are after a gap step: all mass ending in blank
-    for t in range(p_all.shape[0]):
-        row = p_all[t]
-        pblank = float(row[BLANK])
-        if pblank >= sure_blank:  # fast path: a near-certain gap between characters branches nothing
+    for t in range(steps):
+        cands = branches[t]
+        if not cands:  # a near-certain gap between characters branches nothing
             if collapsed is not beams:
                 beams = {prefix: (pb + pnb, 0.0) for prefix, (pb, pnb) in beams.items()}
                 collapsed = beams
-            log_scale += math.log(pblank)  # the same factor for every beam
+            log_scale += math.log(blank[t])  # the same factor for every beam
             continue
-        # always the two likeliest classes, so that alternatives exist even when the model is sure
-        idx = set(np.flatnonzero(row >= prune).tolist())
-        idx.update(np.argpartition(row, -2)[-2:].tolist())
-        cands = [(c, float(row[c]), CHARSET[c - 1] if c != BLANK else "") for c in sorted(idx)]
         nxt: dict[str, list[float]] = {}
         for prefix, (pb, pnb) in beams.items():
             total = pb + pnb
@@ -136,8 +144,11 @@ def ctc_beam_search(
                 e = nxt.setdefault(key, [0.0, 0.0])
                 e[0] += add_b
                 e[1] += add_nb
-        best = sorted(nxt.items(), key=lambda kv: -(kv[1][0] + kv[1][1]))[:beam]
-        top = best[0][1][0] + best[0][1][1]
+        if len(nxt) > beam:
+            best = heapq.nlargest(beam, nxt.items(), key=lambda kv: kv[1][0] + kv[1][1])
+        else:
+            best = list(nxt.items())
+        top = max(v[0] + v[1] for _, v in best)
         if top <= 0.0:
             break
         if top < 1e-150:  # rescale before the probabilities underflow
