@@ -57,7 +57,9 @@ class ModelsConfig:
     min_read_confidence: float = _f(0.1, "a single-frame read below this is ignored", 0.0, 1.0)
     # 1 in the daemon: its tracker already votes over frames, and three crops made it drop frames at 25 fps
     # on the sample footage (2-core x86); single images (alpr-edge recognize) use 3
-    ocr_views: int = _f(1, "crops of each detected plate read and combined (1 to 3; each costs an OCR pass)", 1, 3)
+    ocr_views: int = _f(
+        3, "crops of each detected plate read and combined (1 to 3); one while frames are waiting", 1, 3
+    )
 
 
 @dataclass(frozen=True)

@@ -111,6 +111,7 @@ class Status:
 @dataclass
 class _Counters:
     frames: int = 0
+    one_view_frames: int = 0  # frames read with one crop per plate because others were waiting
     reads: int = 0
     hits: int = 0
     errors: int = 0
@@ -203,8 +204,11 @@ class Daemon:
                 if capture_done.is_set() and len(self.frames) == 0:
                     break
                 continue
+            # frames waiting: read each plate from one crop until the queue is empty again, rather than drop frames
+            behind = len(self.frames) > 0
+            c.one_view_frames += behind and len(self.recognizer.views) > 1
             try:
-                plates = self._in_zone(frame, self.recognizer.recognize(frame.image))
+                plates = self._in_zone(frame, self.recognizer.recognize(frame.image, 1 if behind else None))
                 ended = self.tracker.update(frame, plates)
                 c.recognize_fault = None
             except Exception as e:  # a bad frame or an interpreter error must not stop the unit
@@ -395,7 +399,10 @@ class Daemon:
     def report(self) -> Status:
         """The periodic report: the status, and the snapshot for the console and headquarters."""
         st, parts = self._status()
-        counters = Counters(st.uptime_s, st.fps, st.frames, st.dropped, st.reads, st.pending, st.hits, len(self.frames))
+        ocr = {"views": len(self.recognizer.views), "one_view_frames": self.counters.one_view_frames}
+        counters = Counters(
+            st.uptime_s, st.fps, st.frames, st.dropped, st.reads, st.pending, st.hits, len(self.frames), {"ocr": ocr}
+        )
         snap = snapshot(
             self.cfg.unit.id, counters, parts, st.health, self.health.probe, self.cfg.gps.mode,
             self.health.min_free_bytes,

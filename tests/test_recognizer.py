@@ -62,6 +62,25 @@ def test_real_scene_detected_and_read(recognizer: Recognizer, shared: Path, regi
     assert best.text.replace("O", "0") == label.replace("O", "0")
 
 
+def test_views_per_call(recognizer: Recognizer, shared: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A caller that is behind asks for one crop per plate (the daemon does while frames wait): one OCR pass per
+    single-line detection instead of three, and the plate still read."""
+    frame = read_image(shared / "plates-dev" / "scenes" / "br" / "PJI7589.jpg")
+    box, _ = _annotation(shared, "br", "PJI7589")
+    dets = [d for d in recognizer.detector.detect_at(frame, 1.0) if iou(d.box, box) > 0.4]
+    assert dets and dets[0].box[2] / dets[0].box[3] > 1.6  # one line: one layout per crop
+    calls: list[int] = []
+    real = recognizer.reader.probabilities
+    monkeypatch.setattr(recognizer.reader, "probabilities", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert len(recognizer.views) == 3
+    full = recognizer.read_detections(frame, dets[:1])
+    assert len(calls) == 3
+    calls.clear()
+    one = recognizer.read_detections(frame, dets[:1], views=1)
+    assert len(calls) == 1
+    assert full and one and one[0].text[:3] == full[0].text[:3] == "PJI"
+
+
 def test_zoom_out_only_when_full_scale_reads_nothing(recognizer: Recognizer, shared: Path) -> None:
     """The close-up's full-scale pass finds a box below the plate that reads as nothing; the zoomed-out pass
     finds the plate. Turning the zoom off loses it, which is what the old rule (zoom only with no box) did."""

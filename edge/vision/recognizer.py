@@ -162,29 +162,33 @@ class Recognizer:
             two_line=two_line,
         )
 
-    def recognize(self, frame: np.ndarray) -> list[PlateRead]:
-        """All plates read in a BGR frame, in order of detection score."""
-        return self.detect_and_read(frame)[1]
+    def recognize(self, frame: np.ndarray, views: int | None = None) -> list[PlateRead]:
+        """All plates read in a BGR frame, in order of detection score; ``views`` crops per plate at most (default:
+        the recogniser's own), so that a caller that is falling behind can trade accuracy for time per frame."""
+        return self.detect_and_read(frame, views)[1]
 
-    def detect_and_read(self, frame: np.ndarray) -> tuple[list[Detection], list[PlateRead]]:
+    def detect_and_read(self, frame: np.ndarray, views: int | None = None) -> tuple[list[Detection], list[PlateRead]]:
         """The detections and the plates read from them. When nothing at full scale gives a read (no box, or only
         boxes that are not plates, such as a grille beside a plate too close to the camera for the network's
         receptive field), the frame is searched again zoomed out (``detector.zoom_out``)."""
         found = self.detector.detect_at(frame, 1.0)
-        reads = self.read_detections(frame, found)
+        reads = self.read_detections(frame, found, views)
         if not reads and self.detector.zoom_out > 1:
             zoomed = self.detector.detect_at(frame, self.detector.zoom_out)
-            zoomed_reads = self.read_detections(frame, zoomed)
+            zoomed_reads = self.read_detections(frame, zoomed, views)
             if zoomed_reads or not found:
                 return zoomed, zoomed_reads
         return found, reads
 
-    def read_detections(self, frame: np.ndarray, detections: list[Detection]) -> list[PlateRead]:
+    def read_detections(
+        self, frame: np.ndarray, detections: list[Detection], views: int | None = None
+    ) -> list[PlateRead]:
         """Read each detected box; keeps reads of at least ``min_chars`` characters and ``min_confidence``
         (badges, signs and tail lights that the detector takes for plates mostly fail one or the other)."""
         reads = []
         for det in detections:
-            crops = [crop_box(frame, det.box, mx, my) for mx, my in self.views]
+            chosen = self.views if views is None else self.views[: max(1, views)]
+            crops = [crop_box(frame, det.box, mx, my) for mx, my in chosen]
             crops = [c for c in crops if c.shape[0] >= 4 and c.shape[1] >= 8]
             if not crops:
                 continue
