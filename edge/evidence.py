@@ -1,11 +1,13 @@
 """Evidence on the unit (P10): holds that keep reads from the purge, and the signed export of a case's reads.
 
 A hold names one read, a case number and a reason; a read stays while any hold on it is active, whatever its age
-(edge.store.retention never purges it). Holds are released, never deleted, so who held what and why stays on
-file. An export takes every read actively held under a case, with its images, hits and outcomes and the
-access-record entries about it, and writes the folder format of edge.evidence_format, signed with the unit's audit
-key. The access-record entries themselves are written by the caller (edge.evidence_commands), except the export's,
-which must be recorded after the manifest is signed and before the export is put in place.
+(edge.store.retention never purges it). Holds are released, never deleted, so who held what and why stays on file.
+Each hold and each release also writes a row of ``hold_events`` in the same transaction, which the outbox syncs to
+headquarters (kind ``hold``): headquarters then keeps the read as long as the unit does and lists the unit's hold
+(edge.hq.retention, edge.hq.evidence). An export takes every read actively held under a case, with its images, hits
+and outcomes and the access-record entries about it, and writes the folder format of edge.evidence_format, signed
+with the unit's audit key. The access-record entries themselves are written by the caller (edge.evidence_commands),
+except the export's, which must be recorded after the manifest is signed and before the export is put in place.
 """
 
 from __future__ import annotations
@@ -57,13 +59,15 @@ class Hold:
     released_by: str | None = None
     released_at: float | None = None
     release_reason: str | None = None
+    placed_on: str | None = None  # in headquarters' listing: "headquarters" or "unit <device>" (None elsewhere)
 
     @property
     def active(self) -> bool:
         return self.released_at is None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        where = {} if self.placed_on is None else {"placed_on": self.placed_on}
+        return where | {
             "uuid": self.uuid,
             "read_uuid": self.read_uuid,
             "case_number": self.case_number,
@@ -166,6 +170,7 @@ class Evidence:
                     "INSERT INTO holds (uuid, read_uuid, case_number, reason, held_by, held_at) VALUES (?,?,?,?,?,?)",
                     (h.uuid, h.read_uuid, h.case_number, h.reason, h.held_by, h.held_at),
                 )
+                self._event(h, "hold", h.reason, h.held_by, h.held_at)
         return out
 
     def release(
@@ -207,12 +212,22 @@ class Evidence:
             record(released)
         with self._write():
             for h in released:
-                self._conn.execute(
+                n = self._conn.execute(
                     "UPDATE holds SET released_by = ?, released_at = ?, release_reason = ?"
                     " WHERE uuid = ? AND released_at IS NULL",
                     (user, now, h.release_reason, h.uuid),
-                )
+                ).rowcount
+                if n:  # not when released meanwhile by someone else (that release has its own event)
+                    self._event(h, "release", h.release_reason or "", user, now)
         return released
+
+    def _event(self, h: Hold, event: str, reason: str, user: str, at: float) -> None:
+        """Queue a hold or release for headquarters (sync kind ``hold``), inside the caller's transaction."""
+        self._conn.execute(
+            "INSERT INTO hold_events (uuid, hold_uuid, event, read_uuid, case_number, reason, user_name, at)"
+            " VALUES (?,?,?,?,?,?,?,?)",
+            (str(uuidlib.uuid4()), h.uuid, event, h.read_uuid, h.case_number, reason, user, at),
+        )
 
     def holds(self, case_number: str | None = None, *, active_only: bool = False) -> list[Hold]:
         where, params = [], []

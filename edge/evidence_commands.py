@@ -113,12 +113,15 @@ def cmd_release(args: argparse.Namespace) -> int:
 
 
 def holds_table(holds: list[Hold]) -> str:
-    lines = [f"{'HOLD':<36}  {'READ':<36}  {'CASE':<20}  {'HELD BY':<16}  {'HELD AT (UTC)':<24}  STATE"]
+    """One line per hold; where the holds say where they were placed (headquarters' listing), that column and the
+    reason too."""
+    where = any(h.placed_on is not None for h in holds)
+    head = f"{'HOLD':<36}  {'READ':<36}  {'CASE':<20}  {'HELD BY':<16}  {'HELD AT (UTC)':<24}  "
+    lines = [head + (f"{'PLACED ON':<20}  {'STATE':<40}  REASON" if where else "STATE")]
     for h in holds:
         state = "active" if h.active else f"released by {h.released_by} {iso_utc(h.released_at)}"
-        lines.append(
-            f"{h.uuid:<36}  {h.read_uuid:<36}  {h.case_number:<20}  {h.held_by:<16}  {iso_utc(h.held_at):<24}  {state}"
-        )
+        line = f"{h.uuid:<36}  {h.read_uuid:<36}  {h.case_number:<20}  {h.held_by:<16}  {iso_utc(h.held_at):<24}  "
+        lines.append(line + (f"{h.placed_on or '':<20}  {state:<40}  {' '.join(h.reason.split())}" if where else state))
     return "\n".join(lines)
 
 

@@ -226,7 +226,7 @@ def test_batches_go_in_priority_order_with_complete_records(unit: Unit) -> None:
     reads = unit.add_reads(2)
     read_uuid, hit_uuid, outcome_uuid = unit.add_hit()  # stored after the reads: priority, not age, decides
     box = unit.outbox()
-    assert box.pending() == {"hit": 1, "outcome": 1, "audit": 0, "read": 3, "image": 6}
+    assert box.pending() == {"hit": 1, "outcome": 1, "hold": 0, "audit": 0, "read": 3, "image": 6}
     batch = box.next_batch(100, 10 << 20)
     assert batch is not None and batch.device == DEVICE
     kinds = [i.kind for i in batch.items]
@@ -542,7 +542,7 @@ def test_cli_sync_status(unit: Unit, tmp_path: Path, capsys: pytest.CaptureFixtu
     args = parser.parse_args(["sync", "status", "--db", str(unit.path), "--key-file", str(key_file)])
     assert args.func(args) == 0
     out = capsys.readouterr().out
-    assert "pending: hit 0, outcome 0, audit 0, read 1, image 4" in out and "last complete sync: never" in out
+    assert "pending: hit 0, outcome 0, hold 0, audit 0, read 1, image 4" in out and "last complete sync: never" in out
     args = parser.parse_args(["sync", "status", "--db", str(other), "--key-file", str(key_file)])
     assert args.func(args) == 2
     assert "does not exist" in capsys.readouterr().err

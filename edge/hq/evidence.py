@@ -1,8 +1,10 @@
 """Evidence at headquarters (P10): holds in PostgreSQL, and exports signed with headquarters' key.
 
 The same holds and the same export format as the unit (edge.evidence, edge.evidence_format), over headquarters'
-tables: a hold and its access-record entry commit in one transaction (HqAuditLog joins the caller's), and a hold
-locks the read it holds (``FOR SHARE``) so that a purge running at that moment either waits or skips the read.
+tables (the units' own holds, synced as kind ``hold`` into ``unit_hold_events``, are listed with headquarters' and
+keep their reads from the purge, but are released only on the unit and are not part of headquarters' exports): a
+hold and its access-record entry commit in one transaction (HqAuditLog joins the caller's), and a hold locks the
+read it holds (``FOR SHARE``) so that a purge running at that moment either waits or skips the read.
 An export carries headquarters' own access-record entries about the case or its reads and, for each unit whose
 reads are in it and whose audit key is registered, that unit's entries about them, each with its chain's key.
 """
@@ -14,6 +16,7 @@ import sys
 import time
 import uuid as uuidlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +169,26 @@ class HqEvidence:
             f"SELECT {_HOLD_COLUMNS} FROM holds WHERE {' AND '.join(where)} ORDER BY held_at, id", params
         ).fetchall()
         return [_hold(r) for r in rows]
+
+    def unit_holds(self, case_number: str | None = None, *, active_only: bool = False) -> list[Hold]:
+        """The units' holds as synced (kind ``hold``), each with ``placed_on`` "unit <device>" and, once its release
+        has arrived, who released it on the unit, when and why. Read-only here: a unit's hold is released on the
+        unit. A release that came before its hold shows nothing until the hold comes (and then shows released)."""
+        where, params = ["h.event = 'hold'"], []
+        if case_number:
+            where.append("h.case_number = %s")
+            params.append(case_number.strip())
+        if active_only:
+            where.append("r.at IS NULL")
+        rows = self._conn.execute(
+            "SELECT h.hold_uuid::text, h.read_uuid::text, h.case_number, h.reason, h.user_name, h.at, r.user_name,"
+            " r.at, r.reason, h.device_id FROM unit_hold_events h LEFT JOIN LATERAL (SELECT x.user_name, x.at,"
+            " x.reason FROM unit_hold_events x WHERE x.device_id = h.device_id AND x.hold_uuid = h.hold_uuid"
+            " AND x.event = 'release' ORDER BY x.at, x.uuid LIMIT 1) r ON TRUE"
+            f" WHERE {' AND '.join(where)} ORDER BY h.at, h.device_id, h.hold_uuid",
+            params,
+        ).fetchall()
+        return [replace(_hold(row), placed_on=f"unit {row[9]}") for row in rows]
 
     def export(
         self,
@@ -400,7 +423,11 @@ def cmd_release(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     def body(s: HqSession, conn: psycopg.Connection) -> int:
-        print_holds(s, HqEvidence(conn).holds(args.case, active_only=not args.all), args.case, args.json)
+        ev = HqEvidence(conn)
+        holds = [replace(h, placed_on="headquarters") for h in ev.holds(args.case, active_only=not args.all)]
+        holds += ev.unit_holds(args.case, active_only=not args.all)
+        holds.sort(key=lambda h: (h.held_at, h.uuid))
+        print_holds(s, holds, args.case, args.json)
         return 0
 
     return _session(args, "evidence.hold", body)
@@ -457,7 +484,12 @@ def register(hsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rel.add_argument("--reason", required=True, help="why the reads need no longer be kept")
     add_hq_login_args(rel)
     rel.set_defaults(func=cmd_release)
-    lst = esub.add_parser("list", help="list holds (no plate text)", description="List holds, active ones by default.")
+    lst = esub.add_parser(
+        "list",
+        help="list holds, headquarters' and the units' (no plate text)",
+        description="List holds, active ones by default: those placed at headquarters and those placed on the units "
+        "(synced with their reads; released on the unit only), each marked with where it was placed, and its reason.",
+    )
     lst.add_argument("--case", default=None, help="only this case's holds")
     lst.add_argument("--all", action="store_true", help="released holds too")
     lst.add_argument("--json", action="store_true", help="one JSON object per line")

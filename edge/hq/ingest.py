@@ -10,7 +10,9 @@ For each message, in this order:
    same module, so only a broken or hostile sender gets here). The message is still PUBACKed to the broker so that
    it is not redelivered for ever.
 2. Each item is validated for its kind (types, required fields, sizes, no NUL, finite numbers); a bad item is
-   rejected with a reason naming the field (never its value) and the others are stored.
+   rejected with a reason naming the field (never its value) and the others are stored. Kind ``hold`` is a hold
+   placed or released on the unit (``unit_hold_events``): it keeps that unit's read from headquarters' purge until
+   its release arrives, in whichever order the two come (edge.hq.retention).
 3. All items go in ONE transaction with ``INSERT ... ON CONFLICT DO NOTHING`` (keyed by UUID, so a redelivered
    batch stores nothing new and is acknowledged again), together with the device registry and a ``batches`` row.
    Should PostgreSQL still refuse an item (a value it cannot hold), the batch is stored again item by item under
@@ -305,12 +307,36 @@ def audit_row(item: Item, device: str, now: float) -> tuple[Any, ...]:
     return (item.uuid, device, _json_doc(entry.to_json(), "data"), now)
 
 
+def hold_row(item: Item, device: str, now: float) -> tuple[Any, ...]:
+    """A hold placed or released on the unit (its ``hold_events`` row, unit migration 7). The unit's holds on its
+    own reads only: headquarters applies it to the reads of ``device`` (edge.hq.retention)."""
+    d = item.data
+    if d.get("uuid", item.uuid) != item.uuid:
+        raise ItemError("uuid: the item's uuid is not the event's")
+    event = d.get("event")
+    if event not in ("hold", "release"):
+        raise ItemError("event: expected hold or release")
+    hold_uuid, read_uuid = _uuid(d, "hold_uuid"), _uuid(d, "read_uuid")
+    case_number = _req_text(d, "case_number", 128)
+    reason = _req_text(d, "reason", MAX_LONG_TEXT)
+    user = _req_text(d, "user_name", 128)
+    if not case_number.strip():
+        raise ItemError("case_number: empty")
+    if not user.strip():
+        raise ItemError("user_name: empty")
+    if event == "hold" and not reason.strip():
+        raise ItemError("reason: empty (a hold says why the read is kept)")
+    at = _num(d, "at", lo=0, hi=_T)
+    return (item.uuid, device, hold_uuid, event, read_uuid, case_number, reason, user, at, now)
+
+
 ROWS: dict[str, Callable[[Item, str, float], tuple[Any, ...]]] = {
     "read": read_row,
     "image": image_row,
     "hit": hit_row,
     "outcome": outcome_row,
     "audit": audit_row,
+    "hold": hold_row,
 }
 _READ_COLS = (
     "uuid, device_id, camera_id, text, confidence, char_confidences, candidates, region, plate_format, box_x, box_y, "
@@ -335,8 +361,18 @@ INSERTS: dict[str, str] = {
     "hit": _insert("hits", _HIT_COLS),
     "outcome": _insert("hit_outcomes", "uuid, device_id, hit_uuid, outcome, officer, at, note, received_at"),
     "audit": _insert("audit", "uuid, device_id, data, received_at"),
+    "hold": _insert(
+        "unit_hold_events",
+        "uuid, device_id, hold_uuid, event, read_uuid, case_number, reason, user_name, at, received_at",
+    ),
 }
-_COUNTERS = {"read": "reads", "image": "images", "hit": "hits", "outcome": "outcomes", "audit": "audit"}
+# Newly stored items by kind; the devices registry has a column for each but "holds" (counted in the batch only).
+_COUNTERS = {
+    "read": "reads", "image": "images", "hit": "hits", "outcome": "outcomes", "audit": "audit", "hold": "holds"
+}  # fmt: skip
+# A hold arriving locks the reads it holds, as a hold at headquarters does (edge.hq.evidence): a purge running at
+# that moment skips them (FOR UPDATE SKIP LOCKED) or has taken them already.
+_LOCK_HELD = "SELECT 1 FROM reads WHERE uuid = ANY(%s) AND device_id = %s ORDER BY uuid FOR SHARE"
 _REGISTRY = """
 INSERT INTO devices AS d (device_id, first_seen, last_seen, last_batch_at, last_sync, batches,
                           reads, images, hits, outcomes, audit, rejected)
@@ -399,6 +435,8 @@ def _store(
         for kind, lst in rows.items():
             if not lst:
                 continue
+            if kind == "hold":
+                cur.execute(_LOCK_HELD, (sorted({r[4] for _, r in lst if r[3] == "hold"}), batch.device))
             if not per_item:
                 cur.executemany(INSERTS[kind], [r for _, r in lst])
                 counts[_COUNTERS[kind]] += max(0, cur.rowcount)

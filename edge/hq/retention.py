@@ -1,10 +1,13 @@
 """Retention at headquarters (P10): reads older than the period are purged with their images, hits and outcomes,
-unless held (table ``holds``); each purge is recorded in ``purges`` and in headquarters' access record.
+unless held: at headquarters (table ``holds``) or on the unit that sent the read (``unit_hold_events``, synced as
+kind ``hold``: held from the hold's arrival until its release's, whichever comes first); each purge is recorded in
+``purges`` and in headquarters' access record.
 
 Headquarters holds the last copy, so there is nothing to wait for (unlike the unit). Batches of ``batch`` reads,
-each in its own short transaction: a batch locks its reads (``FOR UPDATE SKIP LOCKED``) and a hold locks the read
-it holds (``FOR SHARE``, edge.hq.evidence), so a hold and a purge of the same read never both succeed. Rows whose
-read is gone or never came (an image or hit that arrived alone) are purged by their own time when not held.
+each in its own short transaction: a batch locks its reads (``FOR UPDATE SKIP LOCKED``) and a hold locks the read it
+holds (``FOR SHARE``, edge.hq.evidence; a unit's hold as ingest stores it), so a hold and a purge of the same read
+never both succeed. Rows whose read is gone or never came (an image or hit that arrived alone) are purged by their
+own time when not held.
 Afterwards ``VACUUM (ANALYZE)`` of the four tables (and their TOAST tables, where the JPEGs are) so that dead rows
 do not linger until autovacuum gets round to them; PostgreSQL has no secure delete, so the space is marked free
 and reused rather than overwritten, and backups and WAL archives keep their own copies for their own period.
@@ -35,7 +38,13 @@ BATCH = 1000
 DEFAULT_DAYS = 30.0
 INTERVAL_S = 3600.0
 TABLES = ("reads", "read_images", "hits", "hit_outcomes")
-_HELD = "EXISTS (SELECT 1 FROM holds h WHERE h.read_uuid = {col} AND h.released_at IS NULL)"
+# Held: an active hold at headquarters, or an active hold on the unit that sent the read (its hold event here and
+# no release event for it: schema migration 4's view active_unit_holds).
+_HELD = (
+    "(EXISTS (SELECT 1 FROM holds h WHERE h.read_uuid = {col} AND h.released_at IS NULL)"
+    " OR EXISTS (SELECT 1 FROM active_unit_holds u WHERE u.read_uuid = {col} AND u.device_id = {dev}))"
+)
+_READ_HELD = _HELD.format(col="r.uuid", dev="r.device_id")
 
 
 def purge(
@@ -61,7 +70,7 @@ def purge(
     totals = _count_due(conn, cutoff) if dry_run else _delete_due(conn, cutoff, max(1, batch))
     with conn.transaction():
         row = conn.execute(
-            f"SELECT count(*) FROM reads r WHERE r.best_seen < %s AND {_HELD.format(col='r.uuid')}", (cutoff,)
+            f"SELECT count(*) FROM reads r WHERE r.best_seen < %s AND {_READ_HELD}", (cutoff,)
         ).fetchone()
     held = int(row[0]) if row else 0
     result = PurgeResult(cutoff, *totals, held_kept=held, unsynced_kept=0, forced=False, dry_run=dry_run)
@@ -90,10 +99,7 @@ def purge(
 
 
 def _due_reads(limit: str) -> str:
-    return (
-        f"SELECT r.uuid FROM reads r WHERE r.best_seen < %s AND NOT {_HELD.format(col='r.uuid')}"
-        f" ORDER BY r.best_seen {limit}"
-    )
+    return f"SELECT r.uuid FROM reads r WHERE r.best_seen < %s AND NOT {_READ_HELD} ORDER BY r.best_seen {limit}"
 
 
 def _one(conn: psycopg.Connection, sql: str, params: tuple[Any, ...]) -> int:
@@ -104,11 +110,11 @@ def _one(conn: psycopg.Connection, sql: str, params: tuple[Any, ...]) -> int:
 # Rows whose read is not (or no longer) at headquarters: purged by their own time.
 _LONE_IMAGES = (
     "FROM read_images i WHERE i.received_at < %s AND NOT EXISTS (SELECT 1 FROM reads r WHERE r.uuid = i.read_uuid)"
-    f" AND NOT {_HELD.format(col='i.read_uuid')}"
+    f" AND NOT {_HELD.format(col='i.read_uuid', dev='i.device_id')}"
 )
 _LONE_HITS = (
     "FROM hits x WHERE x.seen_at < %s AND NOT EXISTS (SELECT 1 FROM reads r WHERE r.uuid = x.read_uuid)"
-    f" AND NOT {_HELD.format(col='x.read_uuid')}"
+    f" AND NOT {_HELD.format(col='x.read_uuid', dev='x.device_id')}"
 )
 _LONE_OUTCOMES = "FROM hit_outcomes o WHERE o.at < %s AND NOT EXISTS (SELECT 1 FROM hits x WHERE x.uuid = o.hit_uuid)"
 
@@ -239,8 +245,9 @@ def register(hsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "purge",
         help="purge reads past the retention period now (hq serve also does it hourly)",
         description="Purge reads older than --retention-days with their images, hits and outcomes, unless held "
-        "(P10); a hit that matters must be held as evidence, or it goes with its read. Recorded in purges and "
-        "headquarters' access record; the tables are vacuumed afterwards. Technician or administrator.",
+        "(P10) at headquarters or on the unit that sent it; a hit that matters must be held as evidence, or it goes "
+        "with its read. Recorded in purges and headquarters' access record; the tables are vacuumed afterwards. "
+        "Technician or administrator.",
     )
     p.add_argument("--retention-days", type=days_arg, default=DEFAULT_DAYS, help="the period (default 30)")
     p.add_argument("--dry-run", action="store_true", help="only count what would be purged")

@@ -282,6 +282,38 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX device_status_by_level ON device_status (level, status_at)",
         ),
     ),
+    Migration(
+        4,
+        "unit_hold_events: the units' evidence holds and releases (kind hold), so that a read held on a unit stays",
+        (
+            # Each hold placed and each hold released on a unit (edge.evidence, the unit's hold_events), as received;
+            # kept on file like the access record (append-only). A unit's hold is active at headquarters while its
+            # hold event is here and no release event for the same (device_id, hold_uuid): whichever arrives first,
+            # the result is the same (edge.hq.retention, edge.hq.evidence).
+            """CREATE TABLE unit_hold_events (
+                uuid UUID PRIMARY KEY,                    -- the event's own uuid (the synced item's)
+                device_id TEXT NOT NULL,                  -- the unit that held (or released)
+                hold_uuid UUID NOT NULL,                  -- the unit's holds.uuid
+                event TEXT NOT NULL CHECK (event IN ('hold', 'release')),
+                read_uuid UUID NOT NULL,
+                case_number TEXT NOT NULL,
+                reason TEXT NOT NULL,                     -- the hold's reason, or the release's
+                user_name TEXT NOT NULL,                  -- the unit's user who held, or released
+                at DOUBLE PRECISION NOT NULL,             -- the unit's clock
+                received_at DOUBLE PRECISION NOT NULL
+            )""",
+            "CREATE INDEX unit_hold_events_by_read ON unit_hold_events (read_uuid) WHERE event = 'hold'",
+            "CREATE INDEX unit_hold_events_by_hold ON unit_hold_events (device_id, hold_uuid, event)",
+            "CREATE INDEX unit_hold_events_by_case ON unit_hold_events (case_number)",
+            """CREATE TRIGGER unit_hold_events_append_only BEFORE UPDATE OR DELETE ON unit_hold_events
+               FOR EACH ROW EXECUTE FUNCTION refuse_change()""",
+            """CREATE VIEW active_unit_holds AS
+               SELECT h.* FROM unit_hold_events h
+               WHERE h.event = 'hold' AND NOT EXISTS (
+                   SELECT 1 FROM unit_hold_events r
+                   WHERE r.device_id = h.device_id AND r.hold_uuid = h.hold_uuid AND r.event = 'release')""",
+        ),
+    ),
 )
 
 

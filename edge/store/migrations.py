@@ -22,6 +22,13 @@ class Migration:
     statements: tuple[str, ...]
 
 
+# A random (version 4) UUID in SQL, lower-case, for rows a migration creates.
+_SQL_UUID4 = (
+    "lower(hex(randomblob(4)) || '-' || hex(randomblob(2)) || '-4' || substr(hex(randomblob(2)), 2) || '-'"
+    " || substr('89ab', 1 + abs(random()) % 4, 1) || substr(hex(randomblob(2)), 2) || '-' || hex(randomblob(6)))"
+)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -244,6 +251,49 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
             "CREATE INDEX holds_by_read ON holds (read_uuid)",
             "CREATE INDEX holds_by_case ON holds (case_number)",
+        ),
+    ),
+    Migration(
+        7,
+        "hold events: each hold and release, synced to headquarters (kind hold) so that it keeps the read too",
+        (
+            # One row per hold placed and per hold released (edge.evidence writes it in the same transaction as
+            # the holds row); append-only like the access record: only the sync columns change. Headquarters keeps
+            # a read while a unit's hold on it has arrived and its release has not (edge.hq.retention).
+            """CREATE TABLE hold_events (
+                uuid TEXT PRIMARY KEY,           -- the event's own uuid (the synced item's)
+                hold_uuid TEXT NOT NULL,         -- holds.uuid
+                event TEXT NOT NULL CHECK (event IN ('hold', 'release')),
+                read_uuid TEXT NOT NULL,
+                case_number TEXT NOT NULL,
+                reason TEXT NOT NULL,            -- the hold's reason, or the release's
+                user_name TEXT NOT NULL,         -- who held, or who released
+                at REAL NOT NULL,                -- held_at, or released_at
+                synced_at REAL,
+                sync_rejected INTEGER NOT NULL DEFAULT 0
+            )""",
+            "CREATE INDEX hold_events_unsent ON hold_events (synced_at) WHERE synced_at IS NULL AND sync_rejected = 0",
+            """CREATE TRIGGER hold_events_no_delete BEFORE DELETE ON hold_events
+               BEGIN SELECT RAISE(ABORT, 'hold events are append-only'); END""",
+            """CREATE TRIGGER hold_events_no_update
+               BEFORE UPDATE OF uuid, hold_uuid, event, read_uuid, case_number, reason, user_name, at ON hold_events
+               BEGIN SELECT RAISE(ABORT, 'hold events are append-only'); END""",
+            # Holds made before this migration are queued too, so headquarters learns of every one (random v4 uuids).
+            *(
+                f"""INSERT INTO hold_events (uuid, hold_uuid, event, read_uuid, case_number, reason, user_name, at)
+                    SELECT {_SQL_UUID4}, uuid, '{event}', read_uuid, case_number, {reason}, {user}, {at}
+                    FROM holds {where} ORDER BY {at}, uuid"""
+                for event, reason, user, at, where in (
+                    ("hold", "reason", "held_by", "held_at", ""),
+                    (
+                        "release",
+                        "coalesce(release_reason, '')",
+                        "coalesce(released_by, '')",
+                        "released_at",
+                        "WHERE released_at IS NOT NULL",
+                    ),
+                )
+            ),
         ),
     ),
 )

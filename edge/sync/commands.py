@@ -68,8 +68,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sync = sub.add_parser(
         "sync",
         help="sync to headquarters",
-        description="The unit's outbox: reads, hits, outcomes and images wait in the encrypted store until "
-        "headquarters acknowledges them (P9: never more than 30 days apart).",
+        description="The unit's outbox: reads, hits, outcomes, evidence holds and releases and images wait in the "
+        "encrypted store until headquarters acknowledges them (P9: never more than 30 days apart).",
     )
     sync_sub = sync.add_subparsers(dest="sync_command", required=True, metavar="ACTION", help="what to do")
     status = sync_sub.add_parser(

@@ -2,8 +2,10 @@
 
 There is no separate queue: a row is "to send" while its ``synced_at`` is NULL (migration 5), so nothing can be lost
 between the store and the uplink, offline or across restarts. ``next_batch`` reads unsent rows in priority order
-(protocol.KINDS: hits, outcomes, audit entries, reads, images) and ``apply_ack`` marks exactly the UUIDs that
-headquarters acknowledged, in one transaction. Nothing else ever marks a row sent (not a PUBACK, not a timeout).
+(protocol.KINDS: hits, outcomes, hold events, audit entries, reads, images) and ``apply_ack`` marks exactly the
+UUIDs that headquarters acknowledged, in one transaction. Hold events (``hold_events``, migration 7: a hold placed
+or released, written by edge.evidence) go as kind ``hold``, so that headquarters keeps a read the unit holds.
+Nothing else ever marks a row sent (not a PUBACK, not a timeout).
 Items headquarters refuses for good are recorded in ``sync_rejections`` and flagged so they are not resent.
 
 One Outbox per connection and thread (the uplink's); the recorder writes meanwhile through its own connection.
@@ -43,8 +45,8 @@ class _Source:
 
 _SOURCES = {
     s.kind: s
-    for s in (_Source("hit", "hits"), _Source("outcome", "hit_outcomes"), _Source("audit", "audit"),
-              _Source("read", "reads"))
+    for s in (_Source("hit", "hits"), _Source("outcome", "hit_outcomes"), _Source("hold", "hold_events"),
+              _Source("audit", "audit"), _Source("read", "reads"))
 }  # fmt: skip
 _IMAGE_TABLE = "read_images"
 _UNSENT = "synced_at IS NULL AND sync_rejected = 0"
@@ -78,7 +80,7 @@ class Outbox:
         self._conn = conn
         self.device_id = check_device(device_id)
         self._clock = clock
-        self._columns = {t: self._table_columns(t) for t in ("hits", "hit_outcomes", "audit", "reads")}
+        self._columns = {s.table: self._table_columns(s.table) for s in _SOURCES.values()}
         # Items handed out in batches and not yet acknowledged: uuid -> (kind, key in its table).
         self._outstanding: dict[str, tuple[str, tuple[str, ...]]] = {}
 
@@ -300,11 +302,12 @@ class Outbox:
             raise StoreError(f"cannot count the outbox: {e}") from e
 
     def oldest_pending(self) -> float | None:
-        """When the oldest unsent hit, outcome, access record entry or read was stored (UTC epoch seconds); None
-        when none waits."""
+        """When the oldest unsent hit, outcome, hold event, access record entry or read was stored (UTC epoch
+        seconds); None when none waits."""
         queries = (
             f"SELECT created_at FROM hits WHERE {_UNSENT} ORDER BY rowid LIMIT 1",
             f"SELECT at FROM hit_outcomes WHERE {_UNSENT} ORDER BY rowid LIMIT 1",
+            f"SELECT at FROM hold_events WHERE {_UNSENT} ORDER BY rowid LIMIT 1",
             f"SELECT at FROM audit WHERE {_UNSENT} ORDER BY rowid LIMIT 1",
             f"SELECT stored_at FROM reads WHERE {_UNSENT} ORDER BY rowid LIMIT 1",
         )

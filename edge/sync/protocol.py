@@ -7,7 +7,8 @@ does not understand with a clear reason, so that a malformed, oversized or wrong
 Topics (``<device>`` is the unit's id, which is also the CN of its client certificate; the broker's ACL lets a
 device publish only under its own id):
 
-    alpr/<device>/up            unit -> HQ   Batch: reads, hits, outcomes, audit entries or images (QoS 1)
+    alpr/<device>/up            unit -> HQ   Batch: reads, hits, outcomes, holds and releases, audit entries or
+                                             images (QoS 1)
     alpr/<device>/ack           HQ -> unit   Ack of one batch: which items were stored (QoS 1)
     alpr/<device>/status        unit -> HQ   Status (retained)
     alpr/<device>/alerts        unit -> HQ   alerts (edge/alerts_mqtt.py, schema alpr-edge/alert/1)
@@ -33,7 +34,9 @@ BATCH_SCHEMA = "alpr-edge/batch/1"
 ACK_SCHEMA = "alpr-edge/ack/1"
 STATUS_SCHEMA = "alpr-edge/status/1"
 
-KINDS = ("hit", "outcome", "audit", "read", "image")  # in upload priority order (hits and outcomes first)
+# In upload priority order: hits and outcomes first, then evidence holds and releases (small, and they keep reads
+# from headquarters' purge), the access record, reads, images.
+KINDS = ("hit", "outcome", "hold", "audit", "read", "image")
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024  # broker and receivers refuse larger payloads
 MAX_ITEMS = 5000
 MAX_IMAGE_BYTES = 4 * 1024 * 1024
