@@ -173,6 +173,10 @@ _HIT_COLUMNS = (
     "wanted_plate, wanted_state, list_code, reason, instructions, case_number, matched_text, match_kind, "
     "match_detail, list_age_s, list_stale, created_at, published_at"
 )
+_INSERT_HIT = (
+    f"INSERT INTO hits ({_HIT_COLUMNS}, entered_by, requesting_officer, synopsis) "
+    f"VALUES ({', '.join('?' * (len(_HIT_COLUMNS.split(',')) + 3))})"
+)
 _SELECT_HITS = (
     f"SELECT {', '.join('h.' + c.strip() for c in _HIT_COLUMNS.split(','))}, "
     "(SELECT o.outcome FROM hit_outcomes o WHERE o.hit_uuid = h.uuid ORDER BY o.at DESC, o.rowid DESC LIMIT 1) "
@@ -259,7 +263,7 @@ class HitStore:
             e = a.hit.entry
             rows.append(
                 (
-                    f"INSERT INTO hits ({_HIT_COLUMNS}) VALUES ({', '.join('?' * 22)})",
+                    _INSERT_HIT,
                     (
                         a.uuid,
                         a.read_uuid,
@@ -283,6 +287,9 @@ class HitStore:
                         int(a.list_stale),
                         float(a.raised_at),
                         None,
+                        e.entered_by or None,  # the manual entry's P6 details; NULL for a signed list's
+                        e.requesting_officer or None,
+                        e.synopsis or None,
                     ),
                 )
             )

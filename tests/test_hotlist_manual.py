@@ -190,6 +190,9 @@ def test_pending_entries_never_match_and_approval_is_gated(entries: ManualEntrie
         expires=None,
         instructions="stop only with probable cause",
         vehicle_description="",
+        entered_by="alice",  # P6: a hit on it carries these to headquarters
+        requesting_officer="Sgt. Dana Ruiz",
+        synopsis=GOOD["synopsis"],
     )
     e = entries.get(eid)
     assert e is not None and (e.status, e.approved_by, e.approved_at) == ("active", "bob", T0 + 60)

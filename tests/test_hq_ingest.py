@@ -309,6 +309,45 @@ def test_bad_items_rejected_with_reasons_the_others_stored(broker: Broker, db: s
         assert c.execute("SELECT last_sync, rejected FROM devices").fetchone() == (None, 8)  # not a complete sync
 
 
+def test_hit_carries_a_manual_entrys_p6_details_optional_and_bounded(broker: Broker, db: str, unit: Unit) -> None:
+    """A hit on a manual entry brings who entered it, the requesting officer and the synopsis (unit migration 8);
+    a hit without them (a signed list's, an older unit's) is stored with NULLs; a bad one is refused by name."""
+    p6 = {"entered_by": "member1", "requesting_officer": "Det. Rivera",
+          "synopsis": "Partial plate from a witness, grey sedan\nseen leaving the bank"}  # fmt: skip
+    with_p6, without, null_p6 = (str(uuid.uuid4()) for _ in range(3))
+    read = str(uuid.uuid4())
+    bad = {str(uuid.uuid4()): d for d in (
+        hit_data(read) | p6 | {"synopsis": "x" * 4001},
+        hit_data(read) | p6 | {"requesting_officer": "Det.\x00Rivera"},
+        hit_data(read) | p6 | {"entered_by": ["member1"]},
+    )}  # fmt: skip
+    items = [Item("hit", with_p6, hit_data(read) | p6), Item("hit", without, hit_data(read)),
+             Item("hit", null_p6, hit_data(read) | dict.fromkeys(p6))]  # fmt: skip
+    items += [Item("hit", u, d) for u, d in bad.items()]
+    batch = Batch(DEVICE, str(uuid.uuid4()), NOW, tuple(items))
+    w = worker(broker, db)
+    try:
+        unit.send(protocol.encode_batch(batch))
+        wait_until(lambda: len(unit.acks_for(batch.batch_id)) == 1, 5)
+    finally:
+        w.stop()
+        w.join(5)
+    ack = unit.acks_for(batch.batch_id)[0]
+    assert set(ack.stored) == {with_p6, without, null_p6}
+    assert [r.reason for r in ack.rejected] == [
+        "hit: synopsis: expected a string of at most 4000 characters",
+        "hit: requesting_officer: expected a string of at most 128 characters",
+        "hit: entered_by: expected a string of at most 128 characters",
+    ]
+    with psycopg.connect(db) as c:
+        rows = dict(
+            (str(r[0]), tuple(r[1:]))
+            for r in c.execute("SELECT uuid, entered_by, requesting_officer, synopsis FROM hits").fetchall()
+        )
+    assert rows == {with_p6: (p6["entered_by"], p6["requesting_officer"], p6["synopsis"]),
+                    without: (None, None, None), null_p6: (None, None, None)}  # fmt: skip
+
+
 def test_refused_payloads_log_a_line_and_store_nothing(
     broker: Broker, db: str, unit: Unit, caplog: pytest.LogCaptureFixture
 ) -> None:

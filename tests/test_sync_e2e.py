@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from edge.access.audit import AuditEntry, AuditLog, load_signing_key, verify_chain
+from edge.hotlist.manual import ManualEntries
 from edge.hq import schema
 from edge.hq.ingest import IngestWorker
 from edge.store.db import open_db
@@ -27,6 +28,7 @@ from .test_hq_ingest import Postgres
 from .test_sync_uplink import Broker
 
 PLATES = ["7ABC123", "KM4521", "BRT5X09", "4FCW533"]
+SYNOPSIS = "Partial plate from a witness, grey sedan"
 
 
 @pytest.fixture
@@ -68,6 +70,11 @@ def test_reads_reach_postgres_once_and_the_unit_marks_them_sent(tmp_path: Path, 
     rec_conn = open_db(tmp_path / "data" / "reads.db", key)
     migrate(rec_conn)
     audit = AuditLog(rec_conn, signer)
+    # a manual hot list entry (P6) for one of the plates: its hit reaches headquarters with the entry's details
+    manual = ManualEntries(rec_conn)
+    entry_id = manual.add("KM4521", "STOLEN_VEHICLE", "Robbery getaway car", "Felony stop", "CASE-77", SYNOPSIS,
+                          "member1", "Det. Rivera")  # fmt: skip
+    manual.approve(entry_id, "admin1", role="administrator")
     audit.record("officer1", "operator", "login", detail={"what": "reads.view", "via": "cli"})
     audit.record("officer1", "operator", "reads.view", detail={"read_uuids": [], "count": 0, "ratio": 0.1})
     audit.record("détective", "investigator", "search", reason="case 2026-001234: vol à l'étalage",
@@ -87,7 +94,8 @@ def test_reads_reach_postgres_once_and_the_unit_marks_them_sent(tmp_path: Path, 
                 broker.start()
                 half = True
             if (n >= len(PLATES) and pg_count(url, "SELECT COUNT(*) FROM read_images") >= 2 * len(PLATES)
-                    and pg_count(url, "SELECT COUNT(*) FROM audit") >= 4):  # fmt: skip
+                    and pg_count(url, "SELECT COUNT(*) FROM audit") >= 4
+                    and pg_count(url, "SELECT COUNT(*) FROM hits") >= 1):  # fmt: skip
                 break
             time.sleep(0.3)
         unit = open_db(tmp_path / "data" / "reads.db", key)
@@ -127,8 +135,14 @@ def test_reads_reach_postgres_once_and_the_unit_marks_them_sent(tmp_path: Path, 
     received = [AuditEntry.from_json(r[0]) for r in rows]
     assert received == local and len(received) == 4
     assert verify_chain(received, signer.public_key()).ok
+    with psycopg.connect(url) as c:
+        hits = c.execute(
+            "SELECT wanted_plate, list_id, case_number, entered_by, requesting_officer, synopsis FROM hits"
+        ).fetchall()  # fmt: skip
+    assert hits == [("KM4521", "manual", "CASE-77", "member1", "Det. Rivera", SYNOPSIS)]
     for plate in PLATES:
         assert plate not in out and plate not in err
+    assert SYNOPSIS not in out and SYNOPSIS not in err
 
 
 def test_over_tls_with_client_certificates_and_the_production_acl(

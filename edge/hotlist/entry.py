@@ -36,6 +36,11 @@ class HotEntry:
     expires: float | None  # UTC epoch seconds; None: until removed
     instructions: str  # "stop only with probable cause", ... ("" when none)
     vehicle_description: str = ""
+    # Manual entries only (P6; "" otherwise): who entered it, the requesting officer, the case synopsis. A hit
+    # carries them to headquarters; they are not held in the compact list index (edge.hotlist.service adds them).
+    entered_by: str = ""
+    requesting_officer: str = ""
+    synopsis: str = ""
 
 
 @dataclass(frozen=True)

@@ -108,6 +108,9 @@ class ManualEntry:
             expires=self.expires_at,
             instructions=self.instructions,
             vehicle_description=self.vehicle_description or "",
+            entered_by=self.entered_by,
+            requesting_officer=self.requesting_officer,
+            synopsis=self.synopsis,
         )
 
 

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -67,6 +67,7 @@ class HotListService:
         self._matcher = Matcher([], cfg.lookalike_limit)
         self._infos: dict[str, ListInfo] = {}
         self._active_manual: set[str] = set()
+        self._manual: dict[str, HotEntry] = {}  # the manual entries in force, whole (the index keeps no P6 details)
         self._new_entries: list[HotEntry] = []
         self._lock = threading.Lock()  # guards _new_entries only; the matcher is swapped by assignment
         self._rebuild = threading.Event()
@@ -81,9 +82,14 @@ class HotListService:
     def check(
         self, text: str, char_confidences: Sequence[float], candidates: Sequence[Candidate]
     ) -> tuple[list[Hit], dict[str, ListInfo]]:
-        m, infos = self._matcher, self._infos
+        m, infos, manual = self._matcher, self._infos, self._manual
         alts = [(c.text, c.confidence) for c in candidates if c.text != text][:5]
-        return m.match(text, char_confidences, alts, now=self.clock()), infos
+        hits = m.match(text, char_confidences, alts, now=self.clock())
+        # A manual entry's hit carries the whole entry (who entered it, requesting officer, synopsis: P6).
+        return [
+            replace(h, entry=manual.get(h.entry.entry_id, h.entry)) if h.entry.list_id == MANUAL_LIST else h
+            for h in hits
+        ], infos
 
     def take_new_entries(self) -> list[HotEntry]:
         """Manual entries that became active since the last call (the recorder checks recent reads on them)."""
@@ -197,6 +203,7 @@ class HotListService:
         new = [e for e in active if e.entry_id not in self._active_manual]
         first = self._last_seq < 0
         self._matcher, self._infos = matcher, {ix.info.list_id: ix.info for ix in indexes}
+        self._manual = {e.entry_id: e for e in active}
         self._cache = {ix.info.list_id: ix for ix in indexes if ix.info.list_id != MANUAL_LIST}
         self._active_manual, self._last_seq = ids, seq
         self._fault = "; ".join(problems) or None

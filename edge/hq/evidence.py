@@ -52,8 +52,8 @@ _READ_COLUMNS = (
 )
 _HIT_COLUMNS = (
     "uuid::text, device_id, camera_id, read_text, read_confidence, seen_at, list_id, list_version, entry_id, "
-    "wanted_plate, wanted_state, list_code, reason, instructions, case_number, matched_text, match_kind, created_at, "
-    "published_at, received_at"
+    "wanted_plate, wanted_state, list_code, reason, instructions, case_number, entered_by, requesting_officer, "
+    "synopsis, matched_text, match_kind, created_at, published_at, received_at"
 )
 
 

@@ -68,7 +68,8 @@ log = logging.getLogger(__name__)
 
 POLL_S = 0.05
 MAX_TEXT = 64  # plate text, ids, codes
-MAX_LONG_TEXT = 4000  # reason, instructions, notes
+MAX_LONG_TEXT = 4000  # reason, instructions, notes, a manual entry's synopsis
+MAX_NAME = 128  # a person's name: officer, entering member
 MAX_LIST = 64  # per-character confidences, candidates
 MAX_JSON_BYTES = 64 * 1024  # match_detail, an audit entry
 MAX_JSON_DEPTH = 16
@@ -274,6 +275,10 @@ def hit_row(item: Item, device: str, now: float) -> tuple[Any, ...]:
         _num(d, "created_at", lo=0, hi=_T),
         _num(d, "published_at", required=False, lo=0, hi=_T),
         now,
+        # A manual entry's P6 details (unit migration 8); absent from older units and for signed lists' hits.
+        _text(d, "entered_by", MAX_NAME, required=False) or None,
+        _text(d, "requesting_officer", MAX_NAME, required=False) or None,
+        _text(d, "synopsis", MAX_LONG_TEXT, required=False) or None,
     )
 
 
@@ -285,7 +290,7 @@ def outcome_row(item: Item, device: str, now: float) -> tuple[Any, ...]:
         device,
         _uuid(d, "hit_uuid"),
         _text(d, "outcome"),
-        _text(d, "officer", 128),
+        _text(d, "officer", MAX_NAME),
         _num(d, "at", lo=0, hi=_T),
         _text(d, "note", MAX_LONG_TEXT, required=False) or "",
         now,
@@ -346,7 +351,8 @@ _READ_COLS = (
 _HIT_COLS = (
     "uuid, device_id, read_uuid, camera_id, read_text, read_confidence, seen_at, list_id, list_version, entry_id, "
     "wanted_plate, wanted_state, list_code, reason, instructions, case_number, matched_text, match_kind, "
-    "match_detail, list_age_s, list_stale, created_at, published_at, received_at"
+    "match_detail, list_age_s, list_stale, created_at, published_at, received_at, entered_by, requesting_officer, "
+    "synopsis"
 )
 
 

@@ -314,6 +314,16 @@ MIGRATIONS: tuple[Migration, ...] = (
                    WHERE r.device_id = h.device_id AND r.hold_uuid = h.hold_uuid AND r.event = 'release')""",
         ),
     ),
+    Migration(
+        5,
+        "hits on a unit's manual entries: who entered the entry, the requesting officer, the synopsis (P6)",
+        (
+            # NULL for a hit on a signed list, from a unit that does not send them, and for hits received before.
+            "ALTER TABLE hits ADD COLUMN entered_by TEXT",
+            "ALTER TABLE hits ADD COLUMN requesting_officer TEXT",
+            "ALTER TABLE hits ADD COLUMN synopsis TEXT",
+        ),
+    ),
 )
 
 

@@ -296,6 +296,16 @@ MIGRATIONS: tuple[Migration, ...] = (
             ),
         ),
     ),
+    Migration(
+        8,
+        "hits on manual entries carry the entry's P6 details: who entered it, the requesting officer, the synopsis",
+        (
+            # NULL for a hit on a signed list, and for hits stored before this migration; synced with the hit.
+            "ALTER TABLE hits ADD COLUMN entered_by TEXT",
+            "ALTER TABLE hits ADD COLUMN requesting_officer TEXT",
+            "ALTER TABLE hits ADD COLUMN synopsis TEXT",
+        ),
+    ),
 )
 
 
