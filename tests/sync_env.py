@@ -471,3 +471,23 @@ def postgres_fixture() -> Iterator[Postgres]:
         yield p
     finally:
         p.remove()
+
+
+@pytest.fixture(name="url")
+def hq_url_fixture(postgres: Postgres) -> str:
+    """A fresh database with headquarters' schema; its conninfo."""
+    from edge.hq import schema
+
+    u = postgres.new_database("hq")
+    with schema.connect(u) as c:
+        schema.migrate(c)
+    return u
+
+
+@pytest.fixture(name="conn")
+def hq_conn_fixture(url: str) -> Iterator[Any]:
+    """A connection to ``url`` (a psycopg.Connection)."""
+    from edge.hq import schema
+
+    with schema.connect(url) as c:
+        yield c

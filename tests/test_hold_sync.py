@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,6 @@ from argon2 import PasswordHasher
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.evidence import Evidence
-from edge.hq import schema
 from edge.hq.access import HqUserStore
 from edge.hq.evidence import HqEvidence
 from edge.hq.ingest import IngestWorker, store_batch
@@ -32,7 +30,14 @@ from edge.store.retention import DAY
 from edge.sync import protocol
 from edge.sync.protocol import Batch, Item
 
-from .sync_env import Postgres, needs_mosquitto, needs_postgres, postgres_fixture  # noqa: F401  (fixture)
+from .sync_env import (  # noqa: F401  (fixtures)
+    Postgres,
+    hq_conn_fixture,
+    hq_url_fixture,
+    needs_mosquitto,
+    needs_postgres,
+    postgres_fixture,
+)
 from .test_alerts import NOW, wait_until
 from .test_hq_ingest import read_data
 from .test_hq_retention import PW, hq_cli, hq_key  # noqa: F401  (fixture)
@@ -42,20 +47,6 @@ pytestmark = needs_postgres
 
 CASE = "2026-001234"
 LATER = NOW + 40 * DAY  # past the 30-day period for every read stored at NOW
-
-
-@pytest.fixture
-def url(postgres: Postgres) -> str:
-    u = postgres.new_database("hold")
-    with schema.connect(u) as c:
-        schema.migrate(c)
-    return u
-
-
-@pytest.fixture
-def conn(url: str) -> Iterator[psycopg.Connection]:
-    with schema.connect(url) as c:
-        yield c
 
 
 def hq_reads(conn: psycopg.Connection) -> set[str]:

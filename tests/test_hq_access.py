@@ -13,7 +13,6 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ from edge.store.db import Connection, open_db
 from edge.store.migrations import migrate
 from edge.sync.protocol import Batch, Item
 
-from .sync_env import Postgres, postgres_fixture  # noqa: F401
+from .sync_env import Postgres, hq_conn_fixture, hq_url_fixture, postgres_fixture  # noqa: F401  (fixtures)
 
 PW = "correct horse battery"
 PW2 = "staple gun 42 lamp post"
@@ -44,20 +43,6 @@ NOW = time.time()
 TODAY = datetime.fromtimestamp(NOW).date()
 CHEAP = {"time_cost": 1, "memory_cost": 8192, "parallelism": 1}
 UNIT = "unit-1"
-
-
-@pytest.fixture
-def url(postgres: Postgres) -> str:
-    u = postgres.new_database("hqa")
-    with schema.connect(u) as c:
-        schema.migrate(c)
-    return u
-
-
-@pytest.fixture
-def conn(url: str) -> Iterator[psycopg.Connection]:
-    with schema.connect(url) as c:
-        yield c
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -24,12 +23,11 @@ from psycopg.types.json import Jsonb
 from edge.access.audit import make_entry, public_pem
 from edge.cli import build_parser
 from edge.hotlist.bundle import private_key_pem
-from edge.hq import schema
 from edge.hq.access import HqAuditLog, HqUserStore
 from edge.hq.retention import purge
 from edge.store.retention import DAY
 
-from .sync_env import Postgres, needs_postgres, postgres_fixture  # noqa: F401
+from .sync_env import Postgres, hq_conn_fixture, hq_url_fixture, needs_postgres, postgres_fixture  # noqa: F401
 
 pytestmark = needs_postgres
 
@@ -38,20 +36,6 @@ OLD, RECENT = NOW - 40 * DAY, NOW - 2 * DAY
 PW = "correct horse battery"
 TODAY = datetime.fromtimestamp(NOW).date()
 UNIT = "unit-9"
-
-
-@pytest.fixture
-def url(postgres: Postgres) -> str:
-    u = postgres.new_database("hqr")
-    with schema.connect(u) as c:
-        schema.migrate(c)
-    return u
-
-
-@pytest.fixture
-def conn(url: str) -> Iterator[psycopg.Connection]:
-    with schema.connect(url) as c:
-        yield c
 
 
 @pytest.fixture
