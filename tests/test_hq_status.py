@@ -44,6 +44,7 @@ from .sync_env import (  # noqa: F401  (fixtures)
     tls_broker_fixture,
     wait_until,
 )
+from .test_hq_ingest import hq_cli
 from .test_sync_uplink import DEVICE, Unit, sync_cfg
 
 NOW = 1_790_000_000.0
@@ -149,15 +150,6 @@ def test_an_older_status_never_replaces_a_newer_one(db: psycopg.Connection) -> N
 
 
 # -- end to end -------------------------------------------------------------------------------------------------
-
-
-def hq_cli(*argv: str) -> int:
-    p = argparse.ArgumentParser()
-    sub = p.add_subparsers(dest="command", required=True)
-    commands.register(sub)
-    args = p.parse_args(["hq", *argv])
-    rc: int = args.func(args)
-    return rc
 
 
 def worker(pki: Pki, port: int, url: str, stop: threading.Event) -> IngestWorker:
