@@ -78,20 +78,6 @@ def prepare_crop(crop_bgr: np.ndarray, height: int, width: int, two_line: bool =
     return out
 
 
-def _logsumexp(a: float, b: float) -> float:
-    if a == -math.inf:
-        return b
-    if b == -math.inf:
-        return a
-    m = max(a, b)
-    return m + math.log(math.exp(a - m) + math.exp(b - m))
-
-
-def _add(beams: dict[str, tuple[float, float]], prefix: str, pb: float, pnb: float) -> None:
-    ob, onb = beams.get(prefix, (-math.inf, -math.inf))
-    beams[prefix] = (_logsumexp(ob, pb), _logsumexp(onb, pnb))
-
-
 def ctc_beam_search(
     probs: np.ndarray, beam: int = 10, top_k: int = 8, prune: float = 1e-3, sure_blank: float = 0.999
 ) -> list[tuple[str, float]]:
