@@ -66,7 +66,6 @@ class HotListService:
         self.stale_after_s = cfg.stale_after_h * 3600
         self._matcher = Matcher([], cfg.lookalike_limit)
         self._infos: dict[str, ListInfo] = {}
-        self._active_manual: set[str] = set()
         self._manual: dict[str, HotEntry] = {}  # the manual entries in force, whole (the index keeps no P6 details)
         self._new_entries: list[HotEntry] = []
         self._lock = threading.Lock()  # guards _new_entries only; the matcher is swapped by assignment
@@ -199,13 +198,12 @@ class HotListService:
         minfo = ListInfo(MANUAL_LIST, seq, now, len(active), "manual entries")
         indexes.append(ListIndex.build(minfo, active))
         matcher = Matcher(indexes, self.cfg.lookalike_limit)
-        ids = {e.entry_id for e in active}
-        new = [e for e in active if e.entry_id not in self._active_manual]
+        new = [e for e in active if e.entry_id not in self._manual]
         first = self._last_seq < 0
         self._matcher, self._infos = matcher, {ix.info.list_id: ix.info for ix in indexes}
         self._manual = {e.entry_id: e for e in active}
         self._cache = {ix.info.list_id: ix for ix in indexes if ix.info.list_id != MANUAL_LIST}
-        self._active_manual, self._last_seq = ids, seq
+        self._last_seq = seq
         self._fault = "; ".join(problems) or None
         if new and not first:
             with self._lock:
