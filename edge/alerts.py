@@ -108,6 +108,10 @@ class HitRecord:
     created_at: float
     published_at: float | None  # None until the broker acknowledged it
     last_outcome: str | None  # the newest recorded outcome, if any
+    # A manual entry's P6 details (None for a signed list's entry, and for hits stored before migration 8).
+    entered_by: str | None = None
+    requesting_officer: str | None = None
+    synopsis: str | None = None
 
 
 @dataclass(frozen=True)
@@ -179,6 +183,7 @@ _INSERT_HIT = (
 )
 _SELECT_HITS = (
     f"SELECT {', '.join('h.' + c.strip() for c in _HIT_COLUMNS.split(','))}, "
+    "h.entered_by, h.requesting_officer, h.synopsis, "
     "(SELECT o.outcome FROM hit_outcomes o WHERE o.hit_uuid = h.uuid ORDER BY o.at DESC, o.rowid DESC LIMIT 1) "
     "FROM hits h"
 )
@@ -187,7 +192,7 @@ _SELECT_HITS = (
 def _row_to_hit(row: Any) -> HitRecord:
     (uuid, read_uuid, camera_id, read_text, read_conf, seen_at, list_id, list_version, entry_id, wanted_plate,
      wanted_state, list_code, reason, instructions, case_number, matched_text, match_kind, detail, list_age_s,
-     list_stale, created_at, published_at, last_outcome) = row  # fmt: skip
+     list_stale, created_at, published_at, entered_by, requesting_officer, synopsis, last_outcome) = row  # fmt: skip
     d = json.loads(detail)
     return HitRecord(
         uuid=uuid,
@@ -219,6 +224,9 @@ def _row_to_hit(row: Any) -> HitRecord:
         created_at=created_at,
         published_at=published_at,
         last_outcome=last_outcome,
+        entered_by=entered_by,
+        requesting_officer=requesting_officer,
+        synopsis=synopsis,
     )
 
 

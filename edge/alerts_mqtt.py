@@ -86,6 +86,10 @@ def alert_payload(alert: Alert) -> dict[str, object]:
             "case_number": entry.case_number,
             "vehicle_description": entry.vehicle_description,
             "expires": iso_utc(entry.expires),
+            # a manual entry's P6 details, so dispatch sees why it was entered and by whom ("" for a signed list)
+            "entered_by": entry.entered_by,
+            "requesting_officer": entry.requesting_officer,
+            "synopsis": entry.synopsis,
         },
         "list": {
             "id": alert.list_info.list_id,

@@ -60,6 +60,7 @@ def make_alert(
     reason: str = "Stolen vehicle",
     instructions: str = "Stop only with probable cause",
     scene: bool = True,
+    synopsis: str = "",
 ) -> Alert:
     now = time.time()
     entry = HotEntry(
@@ -74,6 +75,10 @@ def make_alert(
         expires=None,
         instructions=instructions,
         vehicle_description="grey sedan",
+        # a manual entry's P6 details (a signed list's entry has none)
+        entered_by="sgt.ames" if synopsis else "",
+        requesting_officer="Det. Ruiz #4411" if synopsis else "",
+        synopsis=synopsis,
     )
     hit = Hit(entry, 42, read_text, 0, "lookalike", (Substitution(2, "8", "B", 0.41),), 0.8)
     age = 30 * HOUR if stale else 2 * HOUR
@@ -483,10 +488,14 @@ def test_browser_live_alert_with_images_beside_the_wanted_plate(browser: Any, un
     assert "ncic-or version 42, 30.0 h old (STALE)" in text
     assert "front-left" in text and "45.52312, -122.67648" in text and "PPB-24-1187" in text
     assert "Read 7A8C123 (88%)" in text
+    assert "Synopsis" not in text and "Requested by" not in text  # a signed list's entry has no P6 details
     assert int(browser.find_element(*by("body")).get_attribute("data-beeps") or 0) >= 1
 
-    fresh = publish(unit, make_alert(stale=False, instructions=""))
+    fresh = publish(unit, make_alert(stale=False, instructions="", synopsis="Taken from a driveway on NE 42nd."))
     art2 = wait(browser, lambda d: d.find_element(*by(f"#alert-{fresh.uuid}")))
+    p6 = ("Synopsis\nTaken from a driveway on NE 42nd.", "Requested by\nDet. Ruiz #4411", "Entered by\nsgt.ames")
+    for line in p6:
+        assert line in art2.text, art2.text
     assert art2.find_elements(*by(".stale-banner")) == []
     assert "2.0 h old" in art2.text and "(STALE)" not in art2.text
     assert "No instructions" in art2.find_element(*by(".instructions")).text
@@ -525,6 +534,7 @@ def test_browser_shows_hostile_text_escaped(browser: Any, unit: Unit) -> None:
         "<script>window.pwned=1</script>",
         reason='<img src=x onerror="window.pwned=2">',
         instructions="</div><b>bold</b>",
+        synopsis="<b>seen</b> near <img src=x onerror=\"window.pwned=3\">",
     )
     evil = replace(evil, hit=replace(evil.hit, entry=replace(evil.hit.entry, plate="<i>7ABC</i>")))
     publish(unit, evil, store=False)
@@ -533,6 +543,7 @@ def test_browser_shows_hostile_text_escaped(browser: Any, unit: Unit) -> None:
     assert art.find_element(*by(".wanted-plate")).text == "<i>7ABC</i>"
     assert '<img src=x onerror="window.pwned=2"> (STOLEN_VEHICLE)' in art.text
     assert art.find_element(*by(".instructions")).text == "INSTRUCTIONS: </div><b>bold</b>"
+    assert '<b>seen</b> near <img src=x onerror="window.pwned=3">' in art.text
     time.sleep(0.2)
     assert browser.execute_script("return window.pwned") is None
     assert art.find_elements(*by("script, b, i, img[src='x']")) == []

@@ -214,7 +214,7 @@ def make_read(text: str = "7ABC123", seen: float = NOW - 1.0) -> Read:
     )
 
 
-def make_hit(list_id: str = "ncic-or", plate: str = "7A8C123", version: int = 12) -> Hit:
+def make_hit(list_id: str = "ncic-or", plate: str = "7A8C123", version: int = 12, **p6: str) -> Hit:
     entry = HotEntry(
         entry_id=f"V{version}-{plate}",
         list_id=list_id,
@@ -227,6 +227,7 @@ def make_hit(list_id: str = "ncic-or", plate: str = "7A8C123", version: int = 12
         expires=None,
         instructions="stop only with probable cause",
         vehicle_description="blue sedan",
+        **p6,  # a manual entry's entered_by, requesting_officer, synopsis
     )
     subs = (Substitution(position=2, read_char="B", wanted_char="8", confidence=0.55),) if plate != "7ABC123" else ()
     return Hit(
@@ -295,7 +296,9 @@ def test_alerts_are_stored_published_and_carry_the_whole_schema(broker: Broker, 
     read = make_read()
     scene_stored = db.add(read)
     with pub:
-        alerts = service.raise_alerts(read, FIX, [make_hit(), make_hit("bolo-pdx", "7ABC123", 3)], LISTS,
+        manual = make_hit("bolo-pdx", "7ABC123", 3, entered_by="sgt.ames", requesting_officer="Det. Ruiz #4411",
+                          synopsis="Taken from a driveway on NE 42nd overnight.")
+        alerts = service.raise_alerts(read, FIX, [make_hit(), manual], LISTS,
                                       stale_after_s=24 * HOUR, scene_stored=scene_stored)  # fmt: skip
         msgs = sub.wait_for(2)
         wait_until(lambda: all(db.published_at(a.uuid) is not None for a in alerts))
@@ -322,12 +325,20 @@ def test_alerts_are_stored_published_and_carry_the_whole_schema(broker: Broker, 
     assert crop.shape == (40, 160, 3) and scene.shape == (360, 640, 3)
     assert msgs[1]["list"]["stale"] is True and msgs[1]["list"]["age_s"] == 30 * HOUR  # past 24 h: stale
     assert msgs[1]["match"]["kind"] == "exact" and msgs[1]["match"]["substitutions"] == []
+    p6 = ("entered_by", "requesting_officer", "synopsis")
+    assert [m["wanted"][k] for k in p6] == ["", "", ""]  # a signed list's entry has no P6 details
+    assert [msgs[1]["wanted"][k] for k in p6] == ["sgt.ames", "Det. Ruiz #4411",
+                                                  "Taken from a driveway on NE 42nd overnight."]
     # stored: newest first, with the evidence a later review needs
     hits = service.list_hits(limit=10)
     assert {h.uuid for h in hits} == {a.uuid for a in alerts}
     h = next(h for h in hits if h.uuid == alerts[0].uuid)
     assert (h.read_uuid, h.read_text, h.wanted_plate, h.list_id, h.list_version) == (
         read.uuid, "7ABC123", "7A8C123", "ncic-or", 12)  # fmt: skip
+    assert (h.entered_by, h.requesting_officer, h.synopsis) == (None, None, None)
+    h2 = next(h for h in hits if h.uuid == alerts[1].uuid)
+    assert (h2.entered_by, h2.requesting_officer, h2.synopsis) == (
+        "sgt.ames", "Det. Ruiz #4411", "Taken from a driveway on NE 42nd overnight.")  # fmt: skip
     assert h.list_code == "STOLEN_VEHICLE" and h.instructions == "stop only with probable cause"
     assert h.substitutions == make_hit().substitutions and not h.list_stale and h.published_at is not None
     assert h.last_outcome is None
@@ -555,7 +566,9 @@ def test_cli_alerts_list(
     service = AlertService(db.conn, "unit-7", [], clock=lambda: NOW)
     read = make_read()
     db.add(read)
-    (a, b) = service.raise_alerts(read, FIX, [make_hit(), make_hit("bolo-pdx", "7ABC123", 3)], LISTS, 24 * HOUR, True)
+    manual = make_hit("bolo-pdx", "7ABC123", 3, entered_by="sgt.ames", requesting_officer="Det. Ruiz #4411",
+                      synopsis="Taken from a driveway overnight.")
+    (a, b) = service.raise_alerts(read, FIX, [make_hit(), manual], LISTS, 24 * HOUR, True)
     service.record_outcome(a.uuid, "misread", "Ofc. Ruiz")
     key_file = tmp_path / "db.key"
     key_file.write_text(db.key.hex())
@@ -579,7 +592,9 @@ def test_cli_alerts_list(
     assert run("--json", "--limit", "1") == 0
     (line,) = capsys.readouterr().out.splitlines()
     doc = json.loads(line)
-    assert doc["uuid"] in (a.uuid, b.uuid) and doc["list"]["code"] == "STOLEN_VEHICLE" and "crop_jpeg" not in doc
+    assert doc["uuid"] == b.uuid and doc["list"]["code"] == "STOLEN_VEHICLE" and "crop_jpeg" not in doc
+    assert (doc["wanted"]["entered_by"], doc["wanted"]["requesting_officer"], doc["wanted"]["synopsis"]) == (
+        "sgt.ames", "Det. Ruiz #4411", "Taken from a driveway overnight.")  # fmt: skip
     # a technician sees no hits; every look (and the refusal) is in the access record
     assert run(user="tech") == 2
     out, err = capsys.readouterr()

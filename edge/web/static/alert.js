@@ -183,6 +183,9 @@
       (a.list_stale ? " (STALE)" : ""));
     if (a.case_number) detail(dl, "Case", a.case_number);
     if (a.vehicle_description) detail(dl, "Vehicle", a.vehicle_description);
+    if (a.synopsis) detail(dl, "Synopsis", a.synopsis);
+    if (a.requesting_officer) detail(dl, "Requested by", a.requesting_officer);
+    if (a.entered_by) detail(dl, "Entered by", a.entered_by);
     detail(dl, "Time", when(a.seen_at));
     detail(dl, "Camera", a.camera_id);
     detail(dl, "Position", position(a.fix));
