@@ -32,7 +32,7 @@ from ..alerts_mqtt import MqttConfigError, backoff_delay, tls_context
 from ..hotlist import bundle as hlb
 from ..store.commands import iso_utc
 from ..sync import protocol
-from . import audit_commands, audit_verify, device_keys, device_status, schema, users_commands
+from . import audit_commands, audit_verify, device_keys, device_retire, device_status, schema, users_commands
 from .access import HqSession, add_hq_login_args
 from .device_status import age_text
 from .ingest import IngestWorker
@@ -161,15 +161,19 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def device_rows(conn: psycopg.Connection, now: float, overdue_days: float = P9_DAYS) -> list[dict[str, Any]]:
+def device_rows(
+    conn: psycopg.Connection, now: float, overdue_days: float = P9_DAYS, *, retired: bool = True
+) -> list[dict[str, Any]]:
     """The registry, most overdue first: each device with its days since the last complete batch and the flag, and
-    its last status (level, number of faults, age by the unit's clock; None when it never sent one)."""
+    its last status (level, number of faults, age by the unit's clock; None when it never sent one). A retired unit
+    (left out when ``retired`` is False) is never overdue: nothing more is expected from it."""
     cur = conn.execute(
         "SELECT d.device_id, d.first_seen, d.last_seen, d.last_batch_at, d.last_sync, d.batches, d.reads, d.images,"
         " d.hits, d.outcomes, d.audit, d.rejected, s.level AS status_level,"
-        " jsonb_array_length(s.faults) AS status_faults, s.status_at"
-        " FROM devices d LEFT JOIN device_status s USING (device_id)"
-        " ORDER BY d.last_sync NULLS FIRST, d.device_id"
+        " jsonb_array_length(s.faults) AS status_faults, s.status_at, d.retired_at, d.retired_by, d.retired_reason"
+        " FROM devices d LEFT JOIN device_status s USING (device_id) WHERE %s OR d.retired_at IS NULL"
+        " ORDER BY d.last_sync NULLS FIRST, d.device_id",
+        (retired,),
     )
     names = [d.name for d in cur.description or ()]
     out = []
@@ -177,7 +181,8 @@ def device_rows(conn: psycopg.Connection, now: float, overdue_days: float = P9_D
         r = dict(zip(names, row, strict=True))
         since = r["last_sync"] if r["last_sync"] is not None else r["first_seen"]
         r["days_since_sync"] = round((now - since) / DAY, 2)
-        r["overdue"] = r["days_since_sync"] > overdue_days  # never synced: counted from its first batch
+        r["retired"] = r["retired_at"] is not None
+        r["overdue"] = not r["retired"] and r["days_since_sync"] > overdue_days  # never synced: from its first batch
         r["status_age_s"] = None if r["status_at"] is None else round(max(0.0, now - r["status_at"]), 1)
         out.append(r)
     return out
@@ -185,7 +190,7 @@ def device_rows(conn: psycopg.Connection, now: float, overdue_days: float = P9_D
 
 def cmd_devices(args: argparse.Namespace) -> int:
     with _connect_db(args) as conn:
-        rows = device_rows(conn, time.time(), args.overdue_days)
+        rows = device_rows(conn, time.time(), args.overdue_days, retired=args.all)
     if args.json:
         for r in rows:
             print(json.dumps(r))
@@ -196,6 +201,8 @@ def cmd_devices(args: argparse.Namespace) -> int:
     )
     for r in rows:
         flag = f"OVERDUE (P9: over {args.overdue_days:g} days)" if r["overdue"] else ""
+        if r["retired"]:
+            flag = f"RETIRED since {iso_utc(r['retired_at'])}"
         faults = "-" if r["status_faults"] is None else r["status_faults"]
         print(
             f"{r['device_id']:<20} {iso_utc(r['last_seen']):<20} {iso_utc(r['last_sync']) or 'never':<20} "
@@ -514,9 +521,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Every unit that sent a batch or a status: first and last seen, last complete sync (a batch "
         "stored with nothing rejected), days since, items stored, and its last status (level, number of faults, "
         "age by the unit's clock; 'hq devices status' shows the faults); units past --overdue-days are flagged (P9: "
-        "data must reach headquarters at least every 30 days).",
+        "data must reach headquarters at least every 30 days). Retired units ('hq devices retire') are left out "
+        "unless --all is given, and are then flagged RETIRED, never OVERDUE.",
     )
     dev.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
+    dev.add_argument("--all", action="store_true", help="retired units too (flagged RETIRED)")
     dev.add_argument(
         "--overdue-days", type=float, default=P9_DAYS, help=f"flag units not synced for longer (default {P9_DAYS:g})"
     )
@@ -525,10 +534,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dev_sub = dev.add_subparsers(
         dest="devices_command",
         metavar="ACTION",
-        help="without one: list the registry; 'register': a unit's audit key; 'status': the units' faults",
+        help="without one: list the registry; 'register': a unit's audit key; 'status': the units' faults; "
+        "'retire' / 'reinstate': a unit taken out of service, or back",
     )
     device_keys.add_register(dev_sub)
     device_status.add_status(dev_sub)
+    device_retire.add_retire(dev_sub)
 
     pub = hsub.add_parser(
         "publish-hotlist",

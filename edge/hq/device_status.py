@@ -206,6 +206,12 @@ def store_status(conn: psycopg.Connection, st: DeviceStatus, now: float) -> bool
     return newer
 
 
+def retired_at(conn: psycopg.Connection, device: str) -> float | None:
+    """When ``device`` was taken out of service (hq devices retire); None when in service or not registered."""
+    row = conn.execute("SELECT retired_at FROM devices WHERE device_id = %s", (device,)).fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
 @dataclass(frozen=True)
 class StatusRow:
     """A device of the registry with its latest status (None when it never sent one)."""
@@ -215,26 +221,29 @@ class StatusRow:
     received_at: float | None
     level: str | None
     faults: tuple[Fault, ...]
+    retired_at: float | None = None  # taken out of service (hq devices retire): never NOT REPORTING
 
     def age_s(self, now: float) -> float | None:
         return None if self.status_at is None else max(0.0, now - self.status_at)
 
     def not_reporting(self, now: float, stale_hours: float) -> bool:
         age = self.age_s(now)
-        return age is None or age > stale_hours * 3600
+        return self.retired_at is None and (age is None or age > stale_hours * 3600)
 
 
-def status_rows(conn: psycopg.Connection, device: str | None = None) -> list[StatusRow]:
-    """Every registered device (or one) with its latest status, by device id."""
+def status_rows(conn: psycopg.Connection, device: str | None = None, *, retired: bool = True) -> list[StatusRow]:
+    """Every registered device (or one) with its latest status, by device id; without retired units when
+    ``retired`` is False (a unit asked for by name is always shown: hiding it would read as "not registered")."""
     cur = conn.execute(
-        "SELECT d.device_id, s.status_at, s.received_at, s.level, s.faults FROM devices d"
+        "SELECT d.device_id, s.status_at, s.received_at, s.level, s.faults, d.retired_at FROM devices d"
         " LEFT JOIN device_status s USING (device_id)"
-        " WHERE %(dev)s::text IS NULL OR d.device_id = %(dev)s ORDER BY d.device_id",
-        {"dev": device},
+        " WHERE (%(dev)s::text IS NULL OR d.device_id = %(dev)s)"
+        " AND (%(retired)s OR %(dev)s::text IS NOT NULL OR d.retired_at IS NULL) ORDER BY d.device_id",
+        {"dev": device, "retired": retired},
     )
     return [
-        StatusRow(d, at, rx, lvl, tuple(Fault(f["code"], f["severity"], f["text"]) for f in faults or ()))
-        for d, at, rx, lvl, faults in cur.fetchall()
+        StatusRow(d, at, rx, lvl, tuple(Fault(f["code"], f["severity"], f["text"]) for f in faults or ()), ret)
+        for d, at, rx, lvl, faults, ret in cur.fetchall()
     ]
 
 
@@ -260,6 +269,8 @@ def _row_json(r: StatusRow, now: float, stale_hours: float) -> dict[str, Any]:
         "received_at": r.received_at,
         "age_s": None if (age := r.age_s(now)) is None else round(age, 1),
         "not_reporting": r.not_reporting(now, stale_hours),
+        "retired": r.retired_at is not None,
+        "retired_at": r.retired_at,
         "faults": [{"code": f.code, "severity": f.severity, "text": f.text} for f in r.faults],
     }
 
@@ -267,6 +278,8 @@ def _row_json(r: StatusRow, now: float, stale_hours: float) -> dict[str, Any]:
 def _print_row(r: StatusRow, now: float, stale_hours: float) -> None:
     when = f"status {age_text(r.age_s(now))} ago ({iso_utc(r.status_at)})" if r.status_at else "no status received"
     flag = f"  NOT REPORTING (no status for over {stale_hours:g} h)" if r.not_reporting(now, stale_hours) else ""
+    if r.retired_at is not None:
+        flag = f"  RETIRED since {iso_utc(r.retired_at)}"
     print(f"{r.device}: {r.level or '-'}, {len(r.faults)} fault(s), {when}{flag}")
     for f in r.faults:
         print(f"  {f.severity:<8} {f.code}: {f.text}")
@@ -278,7 +291,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     now = time.time()
     try:
         with _connect_db(args) as conn:
-            rows = status_rows(conn, args.device)
+            rows = status_rows(conn, args.device, retired=getattr(args, "all", False))
     except (HqError, psycopg.Error) as e:
         print(f"alpr-edge: {e}", file=sys.stderr)
         return 2
@@ -312,8 +325,9 @@ def add_status(dsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="each unit's last status: level, faults, age; units not reporting",
         description="The last status each unit published (alpr/<device>/status, taken in by 'hq serve'): its level, "
         "each fault's severity and text, and how long ago the unit took it (by the unit's clock). Units without a "
-        "status for longer than --stale-hours, or never, are flagged NOT REPORTING. The status holds no plate or "
-        "position, so like the registry it needs no login.",
+        "status for longer than --stale-hours, or never, are flagged NOT REPORTING. Retired units ('hq devices "
+        "retire') are left out unless --all is given or the unit is named, and are shown as RETIRED, never NOT "
+        "REPORTING. The status holds no plate or position, so like the registry it needs no login.",
     )
     p.add_argument("device", nargs="?", default=None, metavar="DEVICE", help="only this unit (default: every unit)")
     p.add_argument(
@@ -324,6 +338,7 @@ def add_status(dsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     # SUPPRESS: given before 'status' (options of 'hq devices'), they are not overwritten by these defaults
     p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="one JSON object per unit")
+    p.add_argument("--all", action="store_true", default=argparse.SUPPRESS, help="retired units too (shown as RETIRED)")
     p.add_argument(
         "--db-url-file",
         type=Path,

@@ -17,6 +17,10 @@ For each message, in this order:
    batch stores nothing new and is acknowledged again), together with the device registry and a ``batches`` row.
    Should PostgreSQL still refuse an item (a value it cannot hold), the batch is stored again item by item under
    savepoints and that item is rejected: one bad item never blocks the batch for ever.
+Retired units (``hq devices retire``): what they still send is stored and acknowledged like anything else, never
+dropped (a read is possible evidence, and a unit stolen or put back without telling headquarters must still be
+seen), with one warning line per batch, and per newer status, naming the unit (never plate text or positions).
+
 4. COMMIT, then the Ack (``protocol.encode_ack``, QoS 1) to ``alpr/<device>/ack``, then the PUBACK of the batch
    (paho ``manual_ack=True``). A worker that dies before the commit never PUBACKed, so the broker redelivers the
    batch to its persistent session when it comes back; while PostgreSQL is down the worker keeps the batch, does
@@ -391,6 +395,7 @@ ON CONFLICT (device_id) DO UPDATE SET
     batches = d.batches + 1, reads = d.reads + EXCLUDED.reads, images = d.images + EXCLUDED.images,
     hits = d.hits + EXCLUDED.hits, outcomes = d.outcomes + EXCLUDED.outcomes, audit = d.audit + EXCLUDED.audit,
     rejected = d.rejected + EXCLUDED.rejected
+RETURNING d.retired_at IS NOT NULL
 """
 
 
@@ -398,6 +403,7 @@ ON CONFLICT (device_id) DO UPDATE SET
 class StoreResult:
     ack: Ack
     new: int  # items newly inserted (the others of ``ack.stored`` were there already)
+    retired: bool = False  # the device is marked retired (stored all the same)
 
 
 def store_batch(conn: psycopg.Connection, batch: Batch, now: float) -> StoreResult:
@@ -416,14 +422,14 @@ def store_batch(conn: psycopg.Connection, batch: Batch, now: float) -> StoreResu
     for lst in rows.values():
         lst.sort(key=lambda r: r[0])  # one lock order for every worker: no deadlock between two deliveries
     try:
-        new = _store(conn, batch, rows, rejected, now, per_item=False)
+        new, retired = _store(conn, batch, rows, rejected, now, per_item=False)
     except (psycopg.DataError, psycopg.IntegrityError) as e:
         log.warning("batch %s from %s: the database refused an item (%s); storing item by item", batch.batch_id,
                     batch.device, type(e).__name__)  # fmt: skip
-        new = _store(conn, batch, rows, rejected, now, per_item=True)
+        new, retired = _store(conn, batch, rows, rejected, now, per_item=True)
     refused = {r.uuid for r in rejected}
     stored = tuple(it.uuid for it in batch.items if it.uuid not in refused)
-    return StoreResult(Ack(batch.device, batch.batch_id, stored, tuple(rejected), now), new)
+    return StoreResult(Ack(batch.device, batch.batch_id, stored, tuple(rejected), now), new, retired)
 
 
 def _store(
@@ -434,7 +440,8 @@ def _store(
     now: float,
     *,
     per_item: bool,
-) -> int:
+) -> tuple[int, bool]:
+    """(items newly inserted, whether the device is retired), all committed in one transaction."""
     counts = dict.fromkeys(_COUNTERS.values(), 0)
     refused: list[Rejected] = []
     with conn.transaction(), conn.cursor() as cur:
@@ -460,13 +467,15 @@ def _store(
             _REGISTRY,
             {"device": batch.device, "now": now, "sync": None if n_rejected else now, "rejected": n_rejected} | counts,
         )
+        got = cur.fetchone()
+        retired = bool(got and got[0])
         cur.execute(
             "INSERT INTO batches (batch_id, device_id, received_at, items, stored, new, rejected)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s)",
             (batch.batch_id, batch.device, now, len(batch.items), len(batch.items) - n_rejected, n_new, n_rejected),
         )
     rejected.extend(refused)
-    return n_new
+    return n_new, retired
 
 
 # -- the worker ---------------------------------------------------------------------------------------------------
@@ -754,6 +763,12 @@ class IngestWorker:
                 "hq ingest %s: batch %s from %s: %d item(s) rejected, first: %s",
                 self.name, batch.batch_id, batch.device, len(ack.rejected), ack.rejected[0].reason,
             )  # fmt: skip
+        if result.retired:
+            log.warning(
+                "hq ingest %s: batch %s from retired device %s: %d item(s) stored all the same; reinstate it "
+                "('hq devices reinstate') if it is back in service, else find out why it still sends",
+                self.name, batch.batch_id, batch.device, len(ack.stored),
+            )  # fmt: skip
         log.debug("hq ingest %s: batch %s from %s: %d stored (%d new)", self.name, batch.batch_id, batch.device,
                   len(ack.stored), result.new)  # fmt: skip
         return True
@@ -771,6 +786,7 @@ class IngestWorker:
             return True
         try:
             newer = device_status.store_status(self._db(), st, now)
+            retired = newer and device_status.retired_at(self._db(), st.device) is not None
         except psycopg.errors.TransactionRollback:
             return False
         except psycopg.Error as e:
@@ -779,6 +795,9 @@ class IngestWorker:
             return False
         client.ack(msg.mid, msg.qos)
         self._set(fault=None, statuses=1)
+        if retired:  # only a newer status: the retained last words are delivered again at every reconnect
+            log.warning("hq ingest %s: new status from retired device %s stored all the same (level %s)", self.name,
+                        st.device, st.level)  # fmt: skip
         log.debug("hq ingest %s: status of %s (%s) %s", self.name, st.device, st.level, "stored" if newer else "old")
         return True
 

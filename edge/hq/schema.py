@@ -324,6 +324,17 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE hits ADD COLUMN synopsis TEXT",
         ),
     ),
+    Migration(
+        6,
+        "devices: retired units (taken out of service; their rows and data are kept)",
+        (
+            # Set by 'hq devices retire', cleared by 'hq devices reinstate'; each change is in hq_audit too. A retired
+            # unit is not flagged NOT REPORTING or OVERDUE; what it still sends is stored (edge.hq.ingest warns).
+            "ALTER TABLE devices ADD COLUMN retired_at DOUBLE PRECISION",
+            "ALTER TABLE devices ADD COLUMN retired_by TEXT",  # the operating-system account that ran the command
+            "ALTER TABLE devices ADD COLUMN retired_reason TEXT",
+        ),
+    ),
 )
 
 
