@@ -1,8 +1,9 @@
 """Evidence holds placed on a unit reach headquarters (P10): the unit queues each hold and release (``hold_events``),
 the uplink sends them as kind ``hold`` through a real Mosquitto to a real ingest worker and PostgreSQL, headquarters'
-purge keeps a read the unit holds and takes it once the release has arrived, and ``hq evidence list`` shows the
-unit's hold. Also: hostile hold items refused by field, redelivery stores nothing twice, a release that comes
-before its hold, a hold from another unit, and holds made before the unit's migration 7."""
+purge keeps a read the unit holds and takes it once the release has arrived, ``hq evidence list`` shows the unit's
+hold, and ``hq evidence export`` exports a read held only on a unit (which unit, who, case, reason). Also: hostile
+hold items refused by field, redelivery stores nothing twice, a release that comes before its hold, a hold from
+another unit, and holds made before the unit's migration 7."""
 
 from __future__ import annotations
 
@@ -18,8 +19,10 @@ import pytest
 from argon2 import PasswordHasher
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from edge.access.audit import public_pem
+from edge.cli import build_parser
 from edge.evidence import Evidence
-from edge.hq.access import HqUserStore
+from edge.hq.access import HqAuditLog, HqUserStore
 from edge.hq.evidence import HqEvidence
 from edge.hq.ingest import IngestWorker, store_batch
 from edge.hq.retention import purge
@@ -239,3 +242,69 @@ def test_unit_hold_and_release_write_events_the_outbox_sends(tmp_path: Path) -> 
         assert [i.kind for i in b.items][:2] == ["hold", "hold"]  # before reads and images
     finally:
         unit.close()
+
+
+def test_hq_export_carries_reads_held_only_on_a_unit_saying_which_unit_who_case_and_reason(
+    tmp_path: Path,
+    url: str,
+    conn: psycopg.Connection,
+    hq_key: tuple[Ed25519PrivateKey, Path],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    users = HqUserStore(conn, hasher=PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1))
+    for name, role in (("hqinv", "investigator"), ("olga", "operator")):
+        users.add(name, role, PW, datetime.fromtimestamp(NOW).date())
+
+    def export(case: str, out: Path, user: str = "hqinv") -> tuple[int, str, str]:
+        return hq_cli(url, tmp_path, hq_key[1], monkeypatch, capsys, "evidence", "export", "--case", case, str(out),
+                      user=user)  # fmt: skip
+
+    reads = [read_item() for _ in range(3)]
+    unit_held, foreign, hq_held = (i.uuid for i in reads)
+    not_here = str(uuid.uuid4())  # held on the unit; the read itself has not arrived (holds travel first)
+    store_batch(conn, batch(*reads), NOW)
+    h_unit, h_foreign, h_missing = (str(uuid.uuid4()) for _ in range(3))
+    store_batch(conn, batch(hold_item(unit_held, h_unit), hold_item(not_here, h_missing)), NOW)
+    store_batch(conn, batch(hold_item(foreign, h_foreign), device="unit-8"), NOW)  # not unit-8's read
+    (hq_hold,) = HqEvidence(conn).hold([hq_held], CASE, "plate seen at the bank", "hqinv")
+
+    rc, out, err = export(CASE, tmp_path / "denied", user="olga")
+    assert rc == 2 and "evidence.export" in err and not (tmp_path / "denied").exists()
+
+    rc, out, err = export(CASE, tmp_path / "case")
+    assert rc == 0 and "signed by headquarters" in out, err
+    assert f"left out 1 read(s) held on unit(s) {DEVICE}" in err and not_here in err
+    doc = json.loads((tmp_path / "case" / "reads.json").read_text())
+    by_uuid = {r["uuid"]: r for r in doc["reads"]}
+    assert set(by_uuid) == {unit_held, hq_held}  # not the foreign one, not the one that has not arrived
+    (held,) = by_uuid[unit_held]["holds"]
+    assert (held["placed_on"], held["uuid"], held["held_by"], held["case_number"], held["reason"]) == (
+        f"unit {DEVICE}", h_unit, "ivan", CASE, "seen near the scene"
+    )
+    assert by_uuid[unit_held]["device"] == DEVICE and by_uuid[unit_held]["text"] == read_data()["text"]
+    assert [h["placed_on"] for h in by_uuid[hq_held]["holds"]] == ["headquarters"]
+    (tmp_path / "hq.pem").write_text(public_pem(hq_key[0].public_key()))
+    args = build_parser().parse_args(["evidence", "verify", str(tmp_path / "case"), "--public-key",
+                                      str(tmp_path / "hq.pem")])  # fmt: skip
+    assert args.func(args) == 0
+    capsys.readouterr()
+    (entry,) = HqAuditLog(conn, hq_key[0]).entries(actions=["evidence.export"])
+    assert entry.user == "hqinv" and set(entry.detail["read_uuids"]) == {unit_held, hq_held}
+    assert set(entry.detail["hold_uuids"]) == {h_unit, hq_hold.uuid} and entry.detail["held_on_units"] == [DEVICE]
+    assert entry.detail["not_received_read_uuids"] == [not_here]
+
+    # Once the unit's release arrives, that read is no longer part of the case's export.
+    store_batch(conn, batch(hold_item(unit_held, h_unit, "release")), NOW)
+    rc, out, err = export(CASE, tmp_path / "after")
+    assert rc == 0, err
+    assert [r["uuid"] for r in json.loads((tmp_path / "after" / "reads.json").read_text())["reads"]] == [hq_held]
+
+    # Bad cases: nothing held at all, and held only on a unit whose read has not arrived.
+    rc, out, err = export("2026-999999", tmp_path / "none")
+    assert rc == 2 and "no read is held for it" in err and not (tmp_path / "none").exists()
+    store_batch(conn, batch(hold_item(str(uuid.uuid4()), str(uuid.uuid4()), case_number="2026-000777")), NOW)
+    rc, out, err = export("2026-000777", tmp_path / "pending")
+    assert rc == 2 and f"held only on unit(s) {DEVICE}" in err and "not reached headquarters" in err
+    assert not (tmp_path / "pending").exists()
+    assert len(HqAuditLog(conn, hq_key[0]).entries(actions=["evidence.export"])) == 2

@@ -1,10 +1,13 @@
 """Evidence at headquarters (P10): holds in PostgreSQL, and exports signed with headquarters' key.
 
 The same holds and the same export format as the unit (edge.evidence, edge.evidence_format), over headquarters'
-tables (the units' own holds, synced as kind ``hold`` into ``unit_hold_events``, are listed with headquarters' and
-keep their reads from the purge, but are released only on the unit and are not part of headquarters' exports): a
-hold and its access-record entry commit in one transaction (HqAuditLog joins the caller's), and a hold locks the
-read it holds (``FOR SHARE``) so that a purge running at that moment either waits or skips the read.
+tables. The units' own holds, synced as kind ``hold`` into ``unit_hold_events``, are listed with headquarters',
+keep their reads from the purge and are exported with a case (each marked ``placed_on`` "unit <device>", with the
+unit's user, case and reason), but are released only on the unit. As in the purge, a unit's hold counts only for
+that unit's own reads; one whose read has not reached headquarters yet (holds travel before reads) cannot be
+exported here and is named to the caller and in the export's record instead. A hold and its access-record entry
+commit in one transaction (HqAuditLog joins the caller's), and a hold locks the read it holds (``FOR SHARE``) so that
+a purge running at that moment either waits or skips the read.
 An export carries headquarters' own access-record entries about the case or its reads and, for each unit whose
 reads are in it and whose audit key is registered, that unit's entries about them, each with its chain's key.
 """
@@ -190,6 +193,20 @@ class HqEvidence:
         ).fetchall()
         return [replace(_hold(row), placed_on=f"unit {row[9]}") for row in rows]
 
+    def exportable_unit_holds(self, case_number: str) -> tuple[list[Hold], list[Hold]]:
+        """The case's active unit holds whose read is at headquarters, and those whose read has not arrived yet.
+        A unit's hold on another unit's read is in neither: it covers nothing (as in the purge)."""
+        holds = self.unit_holds(case_number, active_only=True)
+        device_of = {
+            str(r[0]): str(r[1])
+            for r in self._conn.execute(
+                "SELECT uuid::text, device_id FROM reads WHERE uuid = ANY(%s::uuid[])",
+                (sorted({h.read_uuid for h in holds}),),
+            ).fetchall()
+        }
+        ok = [h for h in holds if device_of.get(h.read_uuid) == _unit_of(h)]
+        return ok, [h for h in holds if h.read_uuid not in device_of]
+
     def export(
         self,
         case_number: str,
@@ -201,9 +218,17 @@ class HqEvidence:
         entries: Iterable[AuditEntry],
         record: Callable[[Mapping[str, Any]], object],
     ) -> ExportResult:
-        """As edge.evidence.Evidence.export, signed with headquarters' key; ``entries`` is hq_audit."""
-        holds = self.holds(case_number, active_only=True)
+        """As edge.evidence.Evidence.export, signed with headquarters' key; ``entries`` is hq_audit. The case's
+        reads held at headquarters and those held on the units (exportable_unit_holds), each hold saying where."""
+        unit_holds, missing = self.exportable_unit_holds(case_number)
+        holds = [replace(h, placed_on="headquarters") for h in self.holds(case_number, active_only=True)]
+        holds += unit_holds
         if not holds:
+            if missing:
+                raise HoldError(
+                    f"case {case_number}: its reads are held only on unit(s) {_units(missing)} and have not reached "
+                    "headquarters yet; export when the unit has synced, or on the unit"
+                )
             raise HoldError(f"case {case_number}: no read is held for it (hold them first)")
         read_uuids = list(dict.fromkeys(h.read_uuid for h in holds))
         if len(read_uuids) > MAX_READS:
@@ -250,6 +275,8 @@ class HqEvidence:
                     "case_number": case_number,
                     "read_uuids": read_uuids[:DETAIL_UUIDS],
                     "hold_uuids": [h.uuid for h in holds][:DETAIL_UUIDS],
+                    "held_on_units": sorted({_unit_of(h) for h in unit_holds}),
+                    "not_received_read_uuids": sorted({h.read_uuid for h in missing})[:DETAIL_UUIDS],
                     "path": str(Path(out).resolve()),
                     "manifest_sha256": sha,
                 }
@@ -363,6 +390,15 @@ class HqEvidence:
         return chains
 
 
+def _unit_of(h: Hold) -> str:
+    """The device of a unit hold (``placed_on`` "unit <device>")."""
+    return (h.placed_on or "").removeprefix("unit ")
+
+
+def _units(holds: Iterable[Hold]) -> str:
+    return ", ".join(sorted({_unit_of(h) for h in holds}))
+
+
 # -- commands -------------------------------------------------------------------------------------------------------
 
 
@@ -435,7 +471,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     def body(s: HqSession, conn: psycopg.Connection) -> int:
-        res = HqEvidence(conn).export(
+        ev = HqEvidence(conn)
+        res = ev.export(
             args.case,
             args.out,
             signer=load_hq_signer(args),
@@ -445,6 +482,13 @@ def cmd_export(args: argparse.Namespace) -> int:
             record=lambda d: s.record("evidence.export", reason=f"case {args.case}", detail=d),
         )
         print(f"exported case {args.case}: {res.files} file(s), {res.bytes} bytes to {res.path}")
+        _, missing = ev.exportable_unit_holds(args.case)
+        if missing:
+            print(
+                f"alpr-edge: left out {len({h.read_uuid for h in missing})} read(s) held on unit(s) {_units(missing)}"
+                " that have not reached headquarters: " + ", ".join(sorted({h.read_uuid for h in missing})),
+                file=sys.stderr,
+            )
         print(
             f"manifest SHA-256 {res.manifest_sha256}; signed by headquarters' key; check it with: "
             f"alpr-edge evidence verify {res.path} --public-key HQ_PUBLIC_KEY.pem"
@@ -497,9 +541,13 @@ def register(hsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     lst.set_defaults(func=cmd_list)
     exp = esub.add_parser(
         "export",
-        help="write a case's held reads, images and access record, signed by headquarters",
+        help="write a case's held reads (held at headquarters or on a unit), images and access record, signed",
         description="As alpr-edge evidence export, from headquarters' database, signed with headquarters' key "
-        "(--signing-key); the units' own access-record entries about the reads are included with their keys.",
+        "(--signing-key): the reads held for the case at headquarters and those held for it on the units (each "
+        "hold says where it was placed, by whom, the case and the reason; a unit's hold covers that unit's reads "
+        "only). A read held on a unit that has not reached headquarters yet is left out and named on stderr. The "
+        "units' own access-record entries about the reads are included with their keys. Investigator or "
+        "administrator; recorded in headquarters' access record.",
     )
     exp.add_argument("--case", required=True, help="the case whose held reads are exported")
     exp.add_argument("out", type=Path, metavar="OUT", help="new folder, or .tar/.tar.gz/.zip archive, to write")
