@@ -43,7 +43,34 @@ def greedy(logits: torch.Tensor) -> list[str]:
     return out
 
 
-def evaluate(net: PlateOCR, val: dict[str, tuple[np.ndarray, list[str]]]) -> dict[str, float]:
+def jitter(xb: torch.Tensor, rng: np.random.Generator, p: float) -> torch.Tensor:
+    """Fresh geometry and photometry for a fraction p of the batch: the cached images are fixed copies (30 per
+    real US crop), and the network learns those by heart; a new small shift, scale, shear, contrast and noise
+    at every draw makes each one a different image. Bounded so no character leaves the crop."""
+    n = xb.shape[0]
+    pick = torch.from_numpy(rng.random(n) < p)
+    k = int(pick.sum())
+    if k == 0:
+        return xb
+    u = lambda lo, hi: torch.from_numpy(rng.uniform(lo, hi, k).astype(np.float32))  # noqa: E731
+    sx, sy = u(1.0, 1.12), u(0.95, 1.15)  # >1 shows more of the crop (zoom out), so nothing is cut
+    theta = torch.zeros(k, 2, 3)
+    theta[:, 0, 0], theta[:, 1, 1] = sx, sy
+    theta[:, 0, 1] = u(-0.12, 0.12)  # shear: italic or slanted plates
+    theta[:, 1, 0] = u(-0.02, 0.02)  # small rotation
+    theta[:, 0, 2], theta[:, 1, 2] = u(-0.02, 0.02), u(-0.08, 0.08)
+    sub = xb[pick]
+    grid = nn.functional.affine_grid(theta, list(sub.shape), align_corners=False)
+    sub = nn.functional.grid_sample(sub, grid, padding_mode="border", align_corners=False)
+    c, b = u(0.6, 1.15)[:, None, None, None], u(-0.12, 0.12)[:, None, None, None]
+    sub = (sub - 0.5) * c + 0.5 + b
+    sub = sub + torch.randn_like(sub) * u(0.0, 0.06)[:, None, None, None]
+    xb = xb.clone()
+    xb[pick] = sub.clamp(0.0, 1.0)
+    return xb
+
+
+def evaluate(net: nn.Module, val: dict[str, tuple[np.ndarray, list[str]]]) -> dict[str, float]:
     net.eval()
     res = {}
     with torch.no_grad():
@@ -122,6 +149,10 @@ def main() -> int:
                     help="step at which shuffled-glyph copies of the real crops join the training set (0: never, the "
                          "default; tried at 2500, see MODEL_CARD.md)")
     ap.add_argument("--shuffle-regions", default="us,eu,br", help="regions whose real crops are shuffled")
+    ap.add_argument("--jitter", type=float, default=0.0,
+                    help="fraction of each batch given a fresh random shift, scale, shear, contrast and noise")
+    ap.add_argument("--ema", type=float, default=0.0,
+                    help="decay of an exponential moving average of the weights (0: off); the average is exported")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     seed_everything(args.seed, args.threads)
@@ -153,6 +184,8 @@ def main() -> int:
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.1)
     ctc = nn.CTCLoss(blank=0, zero_infinity=True)
+    avg = (torch.optim.swa_utils.AveragedModel(net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(args.ema),
+                                               use_buffers=True) if args.ema else None)
     rng = np.random.default_rng(args.seed)
     clean = clean_real_train(set(args.shuffle_regions.split(","))) if args.shuffle_at else None
     history = []
@@ -170,6 +203,8 @@ def main() -> int:
         if rng.random() < 0.3:  # invert: light-on-dark plates
             flip = torch.from_numpy(rng.random(args.batch) < 0.3)
             xb[flip] = 1.0 - xb[flip]
+        if args.jitter:
+            xb = jitter(xb, rng, args.jitter)
         xb = xb.contiguous(memory_format=torch.channels_last)
         tb = [targets[i] for i in idx]
         logits = net(xb)  # N x C x T
@@ -181,13 +216,22 @@ def main() -> int:
         nn.utils.clip_grad_norm_(net.parameters(), 5.0)
         opt.step()
         sched.step()
+        if avg is not None:
+            avg.update_parameters(net)
         ema = float(loss) if ema is None else 0.98 * ema + 0.02 * float(loss)
         bar.set_postfix(loss=f"{ema:.3f}")
         if step % 1000 == 0 or step == args.steps:
             acc = evaluate(net, val)
             history.append({"step": step, "loss": ema, **acc})
             log.info("step %d loss %.3f val %s", step, ema, {k: round(v, 3) for k, v in acc.items()})
+            if avg is not None:
+                acc = evaluate(avg.module, val)
+                history.append({"step": step, "ema": True, **acc})
+                log.info("step %d average val %s", step, {k: round(v, 3) for k, v in acc.items()})
     torch.save(net.state_dict(), args.work / "plate_ocr.pt")
+    if avg is not None:
+        net = avg.module
+        torch.save(net.state_dict(), args.work / "plate_ocr_ema.pt")
 
     # export: fp32, fp16, int8; measure each on the validation crops through the runtime
     net = net.to(memory_format=torch.contiguous_format).eval()

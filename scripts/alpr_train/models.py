@@ -49,6 +49,24 @@ class ExportOCR(nn.Module):
         return torch.softmax(self.net(x.permute(0, 3, 1, 2)), dim=1).permute(0, 2, 1)
 
 
+class EnsembleOCR(nn.Module):
+    """Several trained PlateOCR networks as one model: NHWC input -> the mean of their softmax outputs, N x T x C.
+
+    Networks trained from different seeds and augmentations make different mistakes on the few real plates of a
+    region; averaging their per-step probabilities before the CTC decoding cancels part of them. One graph keeps
+    the runtime unchanged (one model, one output) and lets XNNPACK run it as one invocation.
+    """
+
+    def __init__(self, nets: list[PlateOCR]) -> None:
+        super().__init__()
+        self.nets = nn.ModuleList(nets)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 3, 1, 2)
+        probs = torch.stack([torch.softmax(net(x), dim=1) for net in self.nets]).mean(0)
+        return probs.permute(0, 2, 1)
+
+
 class PlateDetectorNet(nn.Module):
     """Fully-convolutional plate-centre detector: RGB in, stride-8 heatmap logits (1) and box (4) out.
 

@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""Export several trained OCR networks (train_ocr.py's .pt files) as one averaged model: models/plate_ocr.tflite.
+
+    python scripts/combine_ocr.py runs/ocr-seed1/plate_ocr_ema.pt runs/ocr-seed2/plate_ocr_ema.pt
+
+The networks' per-step probabilities are averaged inside the model (alpr_train.models.EnsembleOCR), so the
+runtime reads it as it would one network. The int8 export is calibrated on 400 training images from the first
+network's dataset cache, as train_ocr.py does. Needs the training extra: pip install -e '.[train]'.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the edge package, when not installed
+
+from alpr_train import export, ocr_data
+from alpr_train.models import EnsembleOCR, PlateOCR, count_macs
+from edge.vision.ocr import NUM_CLASSES
+
+REPO = Path(__file__).resolve().parents[1]
+log = logging.getLogger("combine_ocr")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("nets", nargs="+", type=Path, help="state dicts written by train_ocr.py")
+    ap.add_argument("--width", type=float, default=1.0, help="the networks' channel multiplier (as trained)")
+    ap.add_argument("--calibration", type=Path, default=None,
+                    help="a train_ocr.py dataset cache (.npz) for int8 calibration (default: the one beside the first "
+                         "network)")
+    ap.add_argument("--seed", type=int, default=1, help="seed of the calibration sample")
+    ap.add_argument("--out", type=Path, default=REPO / "models" / "plate_ocr.tflite")
+    ap.add_argument("--work", type=Path, default=REPO / "runs" / "ocr-ensemble")
+    ap.add_argument("--precision", choices=["int8", "fp32"], default="int8", help="which export becomes --out")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.manual_seed(args.seed)
+    t0 = time.time()
+    nets = []
+    for path in args.nets:
+        net = PlateOCR(NUM_CLASSES, args.width)
+        net.load_state_dict(torch.load(path, map_location="cpu"))
+        nets.append(net.eval())
+    model = EnsembleOCR(nets).eval()
+    params, macs = count_macs(model, torch.zeros(1, ocr_data.H, ocr_data.W, 1))
+    log.info("EnsembleOCR of %d networks: %d parameters, %.1f M MACs", len(nets), params, macs / 1e6)
+
+    cache = args.calibration
+    if cache is None:
+        found = sorted(args.nets[0].parent.glob("dataset-seed*-n*.npz"))
+        if not found:
+            ap.error(f"no dataset cache beside {args.nets[0]}: give --calibration")
+        cache = found[0]
+    x_all = np.load(cache)["x"]
+    idx = np.random.default_rng(args.seed).choice(len(x_all), 400, replace=False)
+    calib = [x_all[i][None, :, :, None].astype(np.float32) / 255.0 for i in idx]
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    fp32 = export.export_fp32(model, torch.zeros(1, ocr_data.H, ocr_data.W, 1), args.work / "plate_ocr_fp32.tflite")
+    int8 = export.quantize_int8(fp32, calib, args.work / "plate_ocr_int8.tflite")
+    chosen = int8 if args.precision == "int8" else fp32
+    shutil.copyfile(chosen, args.out)
+    report = {"nets": [str(p) for p in args.nets], "params": params, "macs": macs, "calibration": str(cache),
+              "bytes": {"fp32": fp32.stat().st_size, "int8": int8.stat().st_size}}
+    (args.work / "report.json").write_text(json.dumps(report, indent=1))
+    log.info("wrote %s (%s, %d bytes) in %.0f s", args.out, args.precision, chosen.stat().st_size, time.time() - t0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
