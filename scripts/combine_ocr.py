@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Export several trained OCR networks (train_ocr.py's .pt files) as one averaged model: models/plate_ocr.tflite.
 
-    python scripts/combine_ocr.py runs/ocr-seed1/plate_ocr_ema.pt runs/ocr-seed2/plate_ocr_ema.pt
+    python scripts/combine_ocr.py runs/ocr/seed1/plate_ocr_ema.pt runs/ocr/seed2/plate_ocr_ema.pt
+
+(train_ocr.py does this itself after training its --members networks; this script is for combining others.)
 
 The networks' per-step probabilities are averaged inside the model (alpr_train.models.EnsembleOCR), so the
 runtime reads it as it would one network. The int8 export is calibrated on 400 training images from the first
@@ -31,6 +33,34 @@ REPO = Path(__file__).resolve().parents[1]
 log = logging.getLogger("combine_ocr")
 
 
+def combine(nets: list[Path], calibration: Path, seed: int, width: float, work: Path, out: Path,
+            precision: str = "int8") -> Path:
+    """Export the average of the networks ``nets`` to ``out`` (int8 calibrated on ``calibration``, or fp32)."""
+    torch.manual_seed(seed)
+    t0 = time.time()
+    members = []
+    for path in nets:
+        net = PlateOCR(NUM_CLASSES, width)
+        net.load_state_dict(torch.load(path, map_location="cpu"))
+        members.append(net.eval())
+    model = EnsembleOCR(members).eval()
+    params, macs = count_macs(model, torch.zeros(1, ocr_data.H, ocr_data.W, 1))
+    log.info("EnsembleOCR of %d networks: %d parameters, %.1f M MACs", len(members), params, macs / 1e6)
+    x_all = np.load(calibration)["x"]
+    idx = np.random.default_rng(seed).choice(len(x_all), 400, replace=False)
+    calib = [x_all[i][None, :, :, None].astype(np.float32) / 255.0 for i in idx]
+    work.mkdir(parents=True, exist_ok=True)
+    fp32 = export.export_fp32(model, torch.zeros(1, ocr_data.H, ocr_data.W, 1), work / "plate_ocr_fp32.tflite")
+    int8 = export.quantize_int8(fp32, calib, work / "plate_ocr_int8.tflite")
+    chosen = int8 if precision == "int8" else fp32
+    shutil.copyfile(chosen, out)
+    report = {"nets": [str(p) for p in nets], "params": params, "macs": macs, "calibration": str(calibration),
+              "bytes": {"fp32": fp32.stat().st_size, "int8": int8.stat().st_size}}
+    (work / "report.json").write_text(json.dumps(report, indent=1))
+    log.info("wrote %s (%s, %d bytes) in %.0f s", out, precision, chosen.stat().st_size, time.time() - t0)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("nets", nargs="+", type=Path, help="state dicts written by train_ocr.py")
@@ -44,36 +74,13 @@ def main() -> int:
     ap.add_argument("--precision", choices=["int8", "fp32"], default="int8", help="which export becomes --out")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    torch.manual_seed(args.seed)
-    t0 = time.time()
-    nets = []
-    for path in args.nets:
-        net = PlateOCR(NUM_CLASSES, args.width)
-        net.load_state_dict(torch.load(path, map_location="cpu"))
-        nets.append(net.eval())
-    model = EnsembleOCR(nets).eval()
-    params, macs = count_macs(model, torch.zeros(1, ocr_data.H, ocr_data.W, 1))
-    log.info("EnsembleOCR of %d networks: %d parameters, %.1f M MACs", len(nets), params, macs / 1e6)
-
     cache = args.calibration
     if cache is None:
         found = sorted(args.nets[0].parent.glob("dataset-seed*-n*.npz"))
         if not found:
             ap.error(f"no dataset cache beside {args.nets[0]}: give --calibration")
         cache = found[0]
-    x_all = np.load(cache)["x"]
-    idx = np.random.default_rng(args.seed).choice(len(x_all), 400, replace=False)
-    calib = [x_all[i][None, :, :, None].astype(np.float32) / 255.0 for i in idx]
-
-    args.work.mkdir(parents=True, exist_ok=True)
-    fp32 = export.export_fp32(model, torch.zeros(1, ocr_data.H, ocr_data.W, 1), args.work / "plate_ocr_fp32.tflite")
-    int8 = export.quantize_int8(fp32, calib, args.work / "plate_ocr_int8.tflite")
-    chosen = int8 if args.precision == "int8" else fp32
-    shutil.copyfile(chosen, args.out)
-    report = {"nets": [str(p) for p in args.nets], "params": params, "macs": macs, "calibration": str(cache),
-              "bytes": {"fp32": fp32.stat().st_size, "int8": int8.stat().st_size}}
-    (args.work / "report.json").write_text(json.dumps(report, indent=1))
-    log.info("wrote %s (%s, %d bytes) in %.0f s", args.out, args.precision, chosen.stat().st_size, time.time() - t0)
+    combine(args.nets, cache, args.seed, args.width, args.work, args.out, args.precision)
     return 0
 
 

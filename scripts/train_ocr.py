@@ -2,6 +2,9 @@
 """Train the plate OCR (conv-only CTC) and export models/plate_ocr.tflite.
 
 One command, seeded and reproducible on the CPU:  python scripts/train_ocr.py
+It trains ``--members`` networks (seeds --seed, --seed + 1, ...; each with its own rendered data, in
+``--work``/seed<N>/) and exports their average as one model (combine_ocr.py): two networks that learnt from
+different plates make different mistakes, and the average reads better than either (MODEL_CARD.md).
 Needs the training extra: pip install -e '.[train]'  (PyTorch CPU, litert-torch, ai-edge-quantizer).
 """
 
@@ -21,6 +24,8 @@ from torch import nn
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the edge package, when not installed
+
+import combine_ocr
 
 from alpr_train import export, glyph_shuffle, ocr_data
 from alpr_train.models import ExportOCR, PlateOCR, count_macs, seed_everything
@@ -131,43 +136,20 @@ def add_shuffled(net: PlateOCR, clean: dict[str, tuple[np.ndarray, list[str]]],
     return np.concatenate(xs), ts
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--steps", type=int, default=6000)
-    ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--width", type=float, default=1.0, help="channel multiplier of the network")
-    ap.add_argument("--threads", type=int, default=2, help="PyTorch threads")
-    ap.add_argument("--data-workers", type=int, default=2, help="processes rendering the training images")
-    ap.add_argument("--synthetic", type=int, default=60000, help="synthetic plates in all")
-    ap.add_argument("--out", type=Path, default=REPO / "models" / "plate_ocr.tflite")
-    ap.add_argument("--work", type=Path, default=REPO / "runs" / "ocr")
-    ap.add_argument("--precision", choices=["int8", "fp16", "fp32"], default="int8",
-                    help="which exported variant becomes --out")
-    ap.add_argument("--shuffle-at", type=int, default=0,
-                    help="step at which shuffled-glyph copies of the real crops join the training set (0: never, the "
-                         "default; tried at 2500, see MODEL_CARD.md)")
-    ap.add_argument("--shuffle-regions", default="us,eu,br", help="regions whose real crops are shuffled")
-    ap.add_argument("--jitter", type=float, default=0.0,
-                    help="fraction of each batch given a fresh random shift, scale, shear, contrast and noise")
-    ap.add_argument("--ema", type=float, default=0.0,
-                    help="decay of an exponential moving average of the weights (0: off); the average is exported")
-    args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    seed_everything(args.seed, args.threads)
-    args.work.mkdir(parents=True, exist_ok=True)
-
+def train_member(args: argparse.Namespace, seed: int, work: Path) -> tuple[Path, Path]:
+    """Train one network with ``seed`` in ``work``: (its state dict, its dataset cache)."""
+    seed_everything(seed, args.threads)
+    work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     n = args.synthetic
     synth_counts = {"us": int(n * 0.5), "eu": int(n * 0.22), "eu2": int(n * 0.1), "br": int(n * 0.18)}
     real_copies = {"us": 30, "eu": 20, "br": 6}
-    cache = args.work / f"dataset-seed{args.seed}-n{n}.npz"
+    cache = work / f"dataset-seed{seed}-n{n}.npz"
     if cache.exists():  # the same seed and counts give the same images: reuse them
         z = np.load(cache)
         x_all, texts, src = z["x"], [str(t) for t in z["texts"]], z["src"]
     else:
-        x_all, texts, src = ocr_data.build(args.seed, synth_counts, real_copies, workers=args.data_workers)
+        x_all, texts, src = ocr_data.build(seed, synth_counts, real_copies, workers=args.data_workers)
         np.savez(cache, x=x_all, texts=np.array(texts), src=src)
     keep = np.array([0 < len(t) <= 16 for t in texts])
     x_all, texts, src = x_all[keep], [t for t, k in zip(texts, keep) if k], src[keep]
@@ -186,14 +168,14 @@ def main() -> int:
     ctc = nn.CTCLoss(blank=0, zero_infinity=True)
     avg = (torch.optim.swa_utils.AveragedModel(net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(args.ema),
                                                use_buffers=True) if args.ema else None)
-    rng = np.random.default_rng(args.seed)
+    rng = np.random.default_rng(seed)
     clean = clean_real_train(set(args.shuffle_regions.split(","))) if args.shuffle_at else None
     history = []
     bar = tqdm(range(1, args.steps + 1), desc="ocr", mininterval=5)
     ema = None
     for step in bar:
         if step == args.shuffle_at and clean is not None:
-            xs, ts = add_shuffled(net, clean, np.random.default_rng(args.seed + 7))
+            xs, ts = add_shuffled(net, clean, np.random.default_rng(seed + 7))
             x_all = np.concatenate([x_all, xs])
             texts += ts
             src = np.concatenate([src, np.full(len(ts), 2, np.uint8)])
@@ -228,23 +210,25 @@ def main() -> int:
                 acc = evaluate(avg.module, val)
                 history.append({"step": step, "ema": True, **acc})
                 log.info("step %d average val %s", step, {k: round(v, 3) for k, v in acc.items()})
-    torch.save(net.state_dict(), args.work / "plate_ocr.pt")
-    if avg is not None:
+    torch.save(net.state_dict(), work / "plate_ocr.pt")
+    pt = work / "plate_ocr.pt"
+    if avg is not None:  # the average is the network kept
         net = avg.module
-        torch.save(net.state_dict(), args.work / "plate_ocr_ema.pt")
+        pt = work / "plate_ocr_ema.pt"
+        torch.save(net.state_dict(), pt)
 
     # export: fp32, fp16, int8; measure each on the validation crops through the runtime
     net = net.to(memory_format=torch.contiguous_format).eval()
     sample = torch.zeros(1, ocr_data.H, ocr_data.W, 1)
-    fp32 = export.export_fp32(ExportOCR(net), sample, args.work / "plate_ocr_fp32.tflite")
+    fp32 = export.export_fp32(ExportOCR(net), sample, work / "plate_ocr_fp32.tflite")
     variants = {"fp32": fp32}
     try:
-        variants["fp16"] = export.quantize_fp16(fp32, args.work / "plate_ocr_fp16.tflite")
+        variants["fp16"] = export.quantize_fp16(fp32, work / "plate_ocr_fp16.tflite")
     except Exception as e:
         log.warning("fp16 export failed: %s", e)
-    calib_idx = np.random.default_rng(args.seed).choice(len(texts), 400, replace=False)
+    calib_idx = np.random.default_rng(seed).choice(len(texts), 400, replace=False)
     calib = [x_all[i][None, :, :, None].astype(np.float32) / 255.0 for i in calib_idx]
-    variants["int8"] = export.quantize_int8(fp32, calib, args.work / "plate_ocr_int8.tflite")
+    variants["int8"] = export.quantize_int8(fp32, calib, work / "plate_ocr_int8.tflite")
     report = {"params": params, "macs": macs, "history": history, "variants": {}}
     from edge.vision.runtime import load_model
 
@@ -259,9 +243,51 @@ def main() -> int:
             accs[vname] = ok / len(vt)
         report["variants"][name] = {"bytes": path.stat().st_size, "val_exact_greedy": accs}
         log.info("%s: %d bytes, val %s", name, path.stat().st_size, {k: round(v, 3) for k, v in accs.items()})
-    shutil.copyfile(variants[args.precision], args.out)
-    (args.work / "report.json").write_text(json.dumps(report, indent=1))
-    log.info("wrote %s (%s) in %.0f s", args.out, args.precision, time.time() - t0)
+    (work / "report.json").write_text(json.dumps(report, indent=1))
+    log.info("network seed %d done in %.0f s", seed, time.time() - t0)
+    return pt, cache
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=6000)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--width", type=float, default=1.0, help="channel multiplier of the network")
+    ap.add_argument("--threads", type=int, default=2, help="PyTorch threads")
+    ap.add_argument("--data-workers", type=int, default=2, help="processes rendering the training images")
+    ap.add_argument("--synthetic", type=int, default=60000, help="synthetic plates in all")
+    ap.add_argument("--out", type=Path, default=REPO / "models" / "plate_ocr.tflite")
+    ap.add_argument("--work", type=Path, default=REPO / "runs" / "ocr",
+                    help="each network's data cache, checkpoints and exports go to WORK/seed<N>/, the average to WORK")
+    ap.add_argument("--precision", choices=["int8", "fp16", "fp32"], default="int8",
+                    help="which exported variant becomes --out")
+    ap.add_argument("--shuffle-at", type=int, default=0,
+                    help="step at which shuffled-glyph copies of the real crops join the training set (0: never, the "
+                         "default; tried at 2500, see MODEL_CARD.md)")
+    ap.add_argument("--shuffle-regions", default="us,eu,br", help="regions whose real crops are shuffled")
+    ap.add_argument("--jitter", type=float, default=0.5,
+                    help="fraction of each batch given a fresh random shift, scale, shear, contrast and noise (0: off)")
+    ap.add_argument("--ema", type=float, default=0.999,
+                    help="decay of an exponential moving average of the weights, which is the network kept (0: off)")
+    ap.add_argument("--members", type=int, default=2,
+                    help="networks trained (seeds --seed, --seed + 1, ...) and averaged into the one model exported")
+    args = ap.parse_args()
+    if args.members < 1:
+        ap.error("--members: at least 1")
+    if args.members > 1 and args.precision == "fp16":
+        ap.error("--precision fp16: an averaged model is exported as int8 or fp32")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    t0 = time.time()
+    members = [train_member(args, args.seed + k, args.work / f"seed{args.seed + k}") for k in range(args.members)]
+    if len(members) == 1:
+        work = args.work / f"seed{args.seed}"
+        shutil.copyfile(work / f"plate_ocr_{args.precision}.tflite", args.out)
+    else:
+        combine_ocr.combine([pt for pt, _ in members], members[0][1], args.seed, args.width, args.work, args.out,
+                            args.precision)
+    log.info("wrote %s (%s, %d network(s)) in %.0f s", args.out, args.precision, len(members), time.time() - t0)
     return 0
 
 
