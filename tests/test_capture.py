@@ -131,7 +131,8 @@ def test_video_file_paced_at_its_own_frame_rate(tmp_path: Path, run: Any) -> Non
     stream, col, _ = run(CameraSpec(id="c", name="c", kind="file", uri=str(video)))
     assert stream.join(5.0) and stream.finished
     span = col.frames[-1].mono_time - col.frames[0].mono_time
-    assert 9 / 25 - 0.01 <= span < 9 / 25 + 0.25
+    # unpaced would take a few ms; a first frame delivered late on a loaded machine shortens the span a little
+    assert 8 / 25 <= span < 9 / 25 + 0.25
 
 
 def test_video_file_loops_and_seq_keeps_counting(tmp_path: Path, run: Any) -> None:
