@@ -190,6 +190,9 @@ def format_alert(doc: dict[str, Any]) -> str:
     ]
     if doc["instructions"]:
         parts.append(f"instructions: {_clean(doc['instructions'])}")
+    synopsis = doc["wanted"].get("synopsis")  # a manual entry's (P6); absent from older units' alerts
+    if isinstance(synopsis, str) and synopsis:
+        parts.append(f"synopsis: {_clean(synopsis, 160)}")
     parts.append(_clean(doc["uuid"], 36))
     return "  ".join(parts)
 

@@ -4,7 +4,8 @@
 One command, seeded and reproducible on the CPU:  python scripts/train_ocr.py
 It trains ``--members`` networks (seeds --seed, --seed + 1, ...; each with its own rendered data, in
 ``--work``/seed<N>/) and exports their average as one model (combine_ocr.py): two networks that learnt from
-different plates make different mistakes, and the average reads better than either (MODEL_CARD.md).
+different plates make different mistakes, and their average read better than either on most validation sets
+(MODEL_CARD.md).
 Needs the training extra: pip install -e '.[train]'  (PyTorch CPU, litert-torch, ai-edge-quantizer).
 """
 

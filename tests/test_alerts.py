@@ -652,7 +652,8 @@ def test_cli_alerts_watch(broker: Broker, db: Db, tmp_path: Path) -> None:
     read = make_read()
     db.add(read)
     with pub:
-        (alert,) = service.raise_alerts(read, FIX, [make_hit()], LISTS, 24 * HOUR, True)
+        hit = make_hit(entered_by="sgt.ames", synopsis="Seen leaving\x1b[2J the Lloyd Center lot.")
+        (alert,) = service.raise_alerts(read, FIX, [hit], LISTS, 24 * HOUR, True)
         out, err = lines.communicate(timeout=20)
         jout, jerr = as_json.communicate(timeout=20)
     assert lines.returncode == 0 and as_json.returncode == 0, err + jerr
@@ -660,6 +661,7 @@ def test_cli_alerts_watch(broker: Broker, db: Db, tmp_path: Path) -> None:
     assert "read 7ABC123 (0.91)" in line and "wanted 7A8C123" in line and "STOLEN_VEHICLE" in line
     assert "ncic-or v12 2.0h" in line and alert.uuid in line and "stop only with probable cause" in line
     assert "45.52" not in line  # no position on the summary line
+    assert "synopsis: Seen leaving?[2J the Lloyd Center lot." in line and "\x1b" not in line  # escapes defused
     assert "ignored a message on alpr/unit-7/alerts" in err and "\x1b" not in err
     doc = json.loads(jout)
     assert doc["uuid"] == alert.uuid and doc["crop_bytes"] == len(CROP) and doc["scene_bytes"] == len(SCENE)
