@@ -286,8 +286,13 @@ def main() -> int:
         work = args.work / f"seed{args.seed}"
         shutil.copyfile(work / f"plate_ocr_{args.precision}.tflite", args.out)
     else:
-        combine_ocr.combine([pt for pt, _ in members], members[0][1], args.seed, args.width, args.work, args.out,
-                            args.precision)
+        try:
+            combine_ocr.combine([pt for pt, _ in members], members[0][1], args.seed, args.width, args.work, args.out,
+                                args.precision)
+        except combine_ocr.MisalignedError as e:  # a model is still written: the first network alone
+            log.warning("the networks cannot be averaged (%s); exporting the seed %d network alone", e, args.seed)
+            shutil.copyfile(args.work / f"seed{args.seed}" / f"plate_ocr_{args.precision}.tflite", args.out)
+            members = members[:1]
     log.info("wrote %s (%s, %d network(s)) in %.0f s", args.out, args.precision, len(members), time.time() - t0)
     return 0
 
