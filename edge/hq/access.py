@@ -319,7 +319,7 @@ def add_signing_key_arg(p: argparse.ArgumentParser) -> None:
 
 def add_hq_login_args(p: argparse.ArgumentParser) -> None:
     """--user, --password-stdin, --signing-key and the database URL options (do not add those again)."""
-    from .commands import _db_arg
+    from .commands import add_db_url_arg
 
     p.add_argument("--user", required=True, metavar="NAME", help="your own headquarters login name")
     p.add_argument(
@@ -328,7 +328,7 @@ def add_hq_login_args(p: argparse.ArgumentParser) -> None:
         help="read your password from the first line of standard input instead of asking at the terminal",
     )
     add_signing_key_arg(p)
-    _db_arg(p)
+    add_db_url_arg(p)
 
 
 def signing_key_path(args: argparse.Namespace) -> Path:

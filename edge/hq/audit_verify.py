@@ -189,7 +189,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def register(asub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``verify`` to the ``hq audit`` group."""
-    from .commands import _db_arg
+    from .commands import add_db_url_arg
 
     v = asub.add_parser(
         "verify",
@@ -209,5 +209,5 @@ def register(asub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     add_signing_key_arg(v)
     v.add_argument("--json", action="store_true", help="one JSON object per record instead of text")
-    _db_arg(v)
+    add_db_url_arg(v)
     v.set_defaults(func=cmd_verify)

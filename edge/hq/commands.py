@@ -424,11 +424,13 @@ def _positive(v: str) -> int:
     return n
 
 
-def _db_arg(p: argparse.ArgumentParser) -> None:
+def add_db_url_arg(p: argparse.ArgumentParser, *, under_devices: bool = False) -> None:
+    """``--db-url-file``. Under 'hq devices' it is also an option of the group itself, so the action's parser must
+    not overwrite a value given before the action's name: its default is then SUPPRESS."""
     p.add_argument(
         "--db-url-file",
         type=Path,
-        default=None,
+        default=argparse.SUPPRESS if under_devices else None,
         help=f"root-only file holding the PostgreSQL URL (default: systemd credential {DB_URL_CREDENTIAL}, "
         f"else ${DB_URL_ENV}); never put the URL on the command line",
     )
@@ -504,7 +506,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--log-level", default="info", choices=("debug", "info", "warning", "error"), help="logging level on stderr"
     )
     _serve_retention_args(serve)
-    _db_arg(serve)
+    add_db_url_arg(serve)
     serve.set_defaults(func=_run(cmd_serve))
 
     mig = hsub.add_parser(
@@ -512,7 +514,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="apply the database schema migrations",
         description="Apply the numbered PostgreSQL migrations not yet applied, each in one transaction.",
     )
-    _db_arg(mig)
+    add_db_url_arg(mig)
     mig.set_defaults(func=_run(cmd_migrate))
 
     dev = hsub.add_parser(
@@ -529,7 +531,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dev.add_argument(
         "--overdue-days", type=float, default=P9_DAYS, help=f"flag units not synced for longer (default {P9_DAYS:g})"
     )
-    _db_arg(dev)
+    add_db_url_arg(dev)
     dev.set_defaults(func=_run(cmd_devices))
     dev_sub = dev.add_subparsers(
         dest="devices_command",

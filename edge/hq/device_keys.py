@@ -116,7 +116,7 @@ def cmd_register(args: argparse.Namespace) -> int:
 
 def add_register(dsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``register`` under ``hq devices``."""
-    from .commands import DB_URL_CREDENTIAL, DB_URL_ENV
+    from .commands import add_db_url_arg
 
     reg = dsub.add_parser(
         "register",
@@ -130,12 +130,5 @@ def add_register(dsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     reg.add_argument("--audit-key", type=Path, required=True, metavar="PEM_FILE", help="the unit's public key (PEM)")
     reg.add_argument("--replace", action="store_true", help="replace a key that is already registered (recorded)")
     add_signing_key_arg(reg)
-    # SUPPRESS: given before 'register' (an option of 'hq devices'), it is not overwritten by this default
-    reg.add_argument(
-        "--db-url-file",
-        type=Path,
-        default=argparse.SUPPRESS,
-        help=f"root-only file holding the PostgreSQL URL (default: systemd credential {DB_URL_CREDENTIAL}, "
-        f"else ${DB_URL_ENV})",
-    )
+    add_db_url_arg(reg, under_devices=True)
     reg.set_defaults(func=cmd_register)

@@ -17,7 +17,6 @@ import time
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import psycopg
 
@@ -149,7 +148,7 @@ def _add(
     help_: str,
     desc: str,
 ) -> None:
-    from .commands import DB_URL_CREDENTIAL, DB_URL_ENV
+    from .commands import add_db_url_arg
 
     p = dsub.add_parser(name, help=help_, description=desc)
     p.add_argument("device", metavar="DEVICE", help="the unit's device id, as registered")
@@ -159,14 +158,7 @@ def _add(
         help=f"why, {MIN_REASON} to {MAX_REASON} characters on one line (kept in the access record)",
     )
     add_signing_key_arg(p)
-    # SUPPRESS: given before the action (an option of 'hq devices'), it is not overwritten by this default
-    p.add_argument(
-        "--db-url-file",
-        type=Path,
-        default=argparse.SUPPRESS,
-        help=f"root-only file holding the PostgreSQL URL (default: systemd credential {DB_URL_CREDENTIAL}, "
-        f"else ${DB_URL_ENV})",
-    )
+    add_db_url_arg(p, under_devices=True)
     p.set_defaults(func=func)
 
 

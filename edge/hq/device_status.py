@@ -21,7 +21,6 @@ import math
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -318,7 +317,7 @@ def _stale_hours(v: str) -> float:
 
 def add_status(dsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``status`` under ``hq devices``."""
-    from .commands import DB_URL_CREDENTIAL, DB_URL_ENV
+    from .commands import add_db_url_arg
 
     p = dsub.add_parser(
         "status",
@@ -336,14 +335,8 @@ def add_status(dsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         default=STALE_HOURS,
         help=f"flag units whose last status is older than this (default {STALE_HOURS:g})",
     )
-    # SUPPRESS: given before 'status' (options of 'hq devices'), they are not overwritten by these defaults
+    # SUPPRESS: given before the action's name (options of 'hq devices'), they are not overwritten by these defaults
     p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="one JSON object per unit")
     p.add_argument("--all", action="store_true", default=argparse.SUPPRESS, help="retired units too (shown as RETIRED)")
-    p.add_argument(
-        "--db-url-file",
-        type=Path,
-        default=argparse.SUPPRESS,
-        help=f"root-only file holding the PostgreSQL URL (default: systemd credential {DB_URL_CREDENTIAL}, "
-        f"else ${DB_URL_ENV})",
-    )
+    add_db_url_arg(p, under_devices=True)
     p.set_defaults(func=cmd_status)

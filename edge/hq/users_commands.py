@@ -119,12 +119,12 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def register(hsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``users`` to the ``hq`` command group."""
-    from .commands import _db_arg
+    from .commands import add_db_url_arg
 
     def common(p: argparse.ArgumentParser, *, records: bool = True) -> None:
         if records:
             add_signing_key_arg(p)
-        _db_arg(p)
+        add_db_url_arg(p)
 
     users = hsub.add_parser(
         "users",
