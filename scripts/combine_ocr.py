@@ -84,8 +84,7 @@ def combine(nets: list[Path], calibration: Path, seed: int, width: float, work: 
     x_all = z["x"]
     pick = np.random.default_rng(seed + 1).choice(len(x_all), 2000, replace=False)
     alignment = check_alignment(members, model, x_all[pick], [str(t) for t in z["texts"][pick]])
-    idx = np.random.default_rng(seed).choice(len(x_all), 400, replace=False)
-    calib = [x_all[i][None, :, :, None].astype(np.float32) / 255.0 for i in idx]
+    calib = export.calibration_sample(x_all, seed)
     work.mkdir(parents=True, exist_ok=True)
     fp32 = export.export_fp32(model, torch.zeros(1, ocr_data.H, ocr_data.W, 1), work / "plate_ocr_fp32.tflite")
     int8 = export.quantize_int8(fp32, calib, work / "plate_ocr_int8.tflite")

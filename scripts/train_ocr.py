@@ -211,8 +211,8 @@ def train_member(args: argparse.Namespace, seed: int, work: Path) -> tuple[Path,
                 acc = evaluate(avg.module, val)
                 history.append({"step": step, "ema": True, **acc})
                 log.info("step %d average val %s", step, {k: round(v, 3) for k, v in acc.items()})
-    torch.save(net.state_dict(), work / "plate_ocr.pt")
     pt = work / "plate_ocr.pt"
+    torch.save(net.state_dict(), pt)
     if avg is not None:  # the average is the network kept
         net = avg.module
         pt = work / "plate_ocr_ema.pt"
@@ -227,8 +227,7 @@ def train_member(args: argparse.Namespace, seed: int, work: Path) -> tuple[Path,
         variants["fp16"] = export.quantize_fp16(fp32, work / "plate_ocr_fp16.tflite")
     except Exception as e:
         log.warning("fp16 export failed: %s", e)
-    calib_idx = np.random.default_rng(seed).choice(len(texts), 400, replace=False)
-    calib = [x_all[i][None, :, :, None].astype(np.float32) / 255.0 for i in calib_idx]
+    calib = export.calibration_sample(x_all, seed)
     variants["int8"] = export.quantize_int8(fp32, calib, work / "plate_ocr_int8.tflite")
     report = {"params": params, "macs": macs, "history": history, "variants": {}}
     from edge.vision.runtime import load_model
@@ -282,16 +281,16 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     t0 = time.time()
     members = [train_member(args, args.seed + k, args.work / f"seed{args.seed + k}") for k in range(args.members)]
+    first = args.work / f"seed{args.seed}" / f"plate_ocr_{args.precision}.tflite"
     if len(members) == 1:
-        work = args.work / f"seed{args.seed}"
-        shutil.copyfile(work / f"plate_ocr_{args.precision}.tflite", args.out)
+        shutil.copyfile(first, args.out)
     else:
         try:
             combine_ocr.combine([pt for pt, _ in members], members[0][1], args.seed, args.width, args.work, args.out,
                                 args.precision)
         except combine_ocr.MisalignedError as e:  # a model is still written: the first network alone
             log.warning("the networks cannot be averaged (%s); exporting the seed %d network alone", e, args.seed)
-            shutil.copyfile(args.work / f"seed{args.seed}" / f"plate_ocr_{args.precision}.tflite", args.out)
+            shutil.copyfile(first, args.out)
             members = members[:1]
     log.info("wrote %s (%s, %d network(s)) in %.0f s", args.out, args.precision, len(members), time.time() - t0)
     return 0

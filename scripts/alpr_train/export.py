@@ -33,6 +33,12 @@ def _input_name(fp32: Path) -> str:
     return next(iter(runner.get_input_details()))
 
 
+def calibration_sample(images: np.ndarray, seed: int, n: int = 400) -> list[np.ndarray]:
+    """``n`` of the training ``images`` (N x H x W uint8), each as a 1 x H x W x 1 float input, drawn with ``seed``."""
+    idx = np.random.default_rng(seed).choice(len(images), n, replace=False)
+    return [images[i][None, :, :, None].astype(np.float32) / 255.0 for i in idx]
+
+
 def quantize_int8(fp32: Path, calibration: Sequence[np.ndarray], out: Path) -> Path:
     """Static int8 weights and activations, calibrated on ``calibration`` (each a full input tensor)."""
     from ai_edge_quantizer import quantizer, recipe
