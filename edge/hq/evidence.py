@@ -217,9 +217,12 @@ class HqEvidence:
         role: str,
         entries: Iterable[AuditEntry],
         record: Callable[[Mapping[str, Any]], object],
+        left_out: Callable[[list[Hold]], object] | None = None,
     ) -> ExportResult:
         """As edge.evidence.Evidence.export, signed with headquarters' key; ``entries`` is hq_audit. The case's
-        reads held at headquarters and those held on the units (exportable_unit_holds), each hold saying where."""
+        reads held at headquarters and those held on the units (exportable_unit_holds), each hold saying where.
+        ``left_out`` is given the unit holds whose reads have not reached headquarters, once the export is written
+        (the same ones its record names, not looked up again)."""
         unit_holds, missing = self.exportable_unit_holds(case_number)
         holds = [replace(h, placed_on="headquarters") for h in self.holds(case_number, active_only=True)]
         holds += unit_holds
@@ -284,7 +287,10 @@ class HqEvidence:
         except BaseException:
             writer.abort()
             raise
-        return writer.commit()
+        result = writer.commit()
+        if missing and left_out is not None:
+            left_out(missing)
+        return result
 
     def _read(self, u: str) -> dict[str, Any]:
         row = self._conn.execute(f"SELECT {_READ_COLUMNS} FROM reads WHERE uuid = %s", (u,)).fetchone()
@@ -472,6 +478,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     def body(s: HqSession, conn: psycopg.Connection) -> int:
         ev = HqEvidence(conn)
+        missing: list[Hold] = []
         res = ev.export(
             args.case,
             args.out,
@@ -480,9 +487,9 @@ def cmd_export(args: argparse.Namespace) -> int:
             role=s.user.role,
             entries=s.audit.entries(),
             record=lambda d: s.record("evidence.export", reason=f"case {args.case}", detail=d),
+            left_out=missing.extend,
         )
         print(f"exported case {args.case}: {res.files} file(s), {res.bytes} bytes to {res.path}")
-        _, missing = ev.exportable_unit_holds(args.case)
         if missing:
             print(
                 f"alpr-edge: left out {len({h.read_uuid for h in missing})} read(s) held on unit(s) {_units(missing)}"
