@@ -137,7 +137,8 @@ def test_device_publishes_its_batches_and_hq_receives_them_on_the_shared_subscri
         try:
             got = hq.wait_message(timeout=90)
         except AssertionError as e:
-            raise AssertionError(f"{e}; connected={hq.client.is_connected()}; broker: {tls_broker.log_text()[-1500:]}")
+            state = f"connected={hq.client.is_connected()}; broker: {tls_broker.log_text()[-1500:]}"
+            raise AssertionError(f"{e}; {state}") from None
         assert got.payload == big
 
 
