@@ -4,7 +4,8 @@
 Scenes (NAME.jpg + NAME.txt): detection recall (a detector box with IoU > 0.4 against the annotated box) and
 exact read rate (the read, after the recogniser's confidence filter, whose box overlaps the annotation best,
 at IoU > 0.4, equals the label); also reads per image that overlap no annotation ("other reads": unlabelled
-plates, badges, signs).
+plates, badges, signs), and crops read per plate (the recogniser reads a third crop only when the first two
+disagree or are unsure: recognizer.AGREE_CONFIDENCE).
 Crops (groundtruth.csv rows file,region,plate): exact read rate of each crop read as a plate (OCR only).
 Both strict and with O/0 and I/1 merged. Labels are normalised (upper case, no spaces or dashes) and the
 corrections in scripts/label_corrections.csv are applied.
@@ -129,6 +130,8 @@ def main() -> int:
                     st["merged"] += merged(text) == merged(b.text)
                     if text != b.text:
                         misses.append(f"{scene.path.name}\t{b.text}\t{text or '-'}\tiou={best[0]:.2f}")
+                st["reads"] += len(reads)
+                st["views_read"] += sum(r.views_read for r in reads)
                 gts = [(b.x, b.y, b.w, b.h) for b in scene.boxes]
                 st["other_reads"] += sum(all(iou(r.box, g) <= 0.4 for g in gts) for r in reads)
         for gt_file in crop_files:
@@ -156,13 +159,14 @@ def main() -> int:
                 if text != label:
                     misses.append(f"{name}\t{label}\t{text or '-'}")
     result: dict[str, dict[str, float | int]] = {}
-    print(f"{'set':<28}{'images':>7}{'det.recall':>11}{'exact':>8}{'O/0 I/1':>9}{'other/img':>10}")
+    print(f"{'set':<28}{'images':>7}{'det.recall':>11}{'exact':>8}{'O/0 I/1':>9}{'other/img':>10}{'crops/plate':>12}")
     for name in sorted(stats):
         st = stats[name]
         row: dict[str, float | int] = {"images": st["images"]}
         if ":scenes" in name:
             row["detection_recall"] = st["detected"] / max(st["plates"], 1)
             row["other_reads_per_image"] = st["other_reads"] / max(st["images"], 1)
+            row["crops_read_per_plate"] = st["views_read"] / max(st["reads"], 1)
         if st["labelled"]:
             row["exact"] = st["exact"] / st["labelled"]
             row["exact_merged"] = st["merged"] / st["labelled"]
@@ -171,7 +175,8 @@ def main() -> int:
         ex = f"{row['exact'] * 100:7.1f}%" if "exact" in row else f"{'-':>8}"
         mg = f"{row['exact_merged'] * 100:8.1f}%" if "exact_merged" in row else f"{'-':>9}"
         other = f"{row['other_reads_per_image']:10.2f}" if "other_reads_per_image" in row else f"{'-':>10}"
-        print(f"{name:<28}{st['images']:>7}{det}{ex}{mg}{other}")
+        views = f"{row['crops_read_per_plate']:12.2f}" if "crops_read_per_plate" in row else f"{'-':>12}"
+        print(f"{name:<28}{st['images']:>7}{det}{ex}{mg}{other}{views}")
     if args.errors:
         print("\n".join(misses))
     print(json.dumps({"bench": "accuracy", "split": args.split, "formats": not args.no_formats,

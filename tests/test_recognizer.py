@@ -74,11 +74,34 @@ def test_views_per_call(recognizer: Recognizer, shared: Path, monkeypatch: pytes
     monkeypatch.setattr(recognizer.reader, "probabilities", lambda *a, **k: calls.append(1) or real(*a, **k))
     assert len(recognizer.views) == 3
     full = recognizer.read_detections(frame, dets[:1])
-    assert len(calls) == 3
+    assert full and len(calls) == full[0].views_read >= 2
     calls.clear()
     one = recognizer.read_detections(frame, dets[:1], views=1)
     assert len(calls) == 1
     assert full and one and one[0].text[:3] == full[0].text[:3] == "PJI"
+
+
+def test_third_crop_read_only_when_the_first_two_disagree_or_are_unsure(
+    recognizer: Recognizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frame, box = scene_with_plate("7ABC123")
+    dets = [d for d in recognizer.detector.detect(frame) if iou(d.box, box) > 0.4]
+    assert dets
+    calls: list[int] = []
+    real = recognizer.reader.probabilities
+    monkeypatch.setattr(recognizer.reader, "probabilities", lambda *a, **k: calls.append(1) or real(*a, **k))
+    sure = recognizer.read_detections(frame, dets[:1])
+    assert sure and sure[0].text == "7ABC123" and sure[0].confidence >= 0.5
+    assert sure[0].views_read == len(calls) == 2  # a clean plate: the first two crops agree, the third is skipped
+    calls.clear()
+    monkeypatch.setattr(recognizer, "agree_confidence", 2.0)  # never sure enough
+    every = recognizer.read_detections(frame, dets[:1])
+    assert every and every[0].views_read == len(calls) == 3 and every[0].text == "7ABC123"
+    monkeypatch.setattr(recognizer, "agree_confidence", 0.5)
+    calls.clear()
+    a, b = render_plate("KM4521", (200, 56)), render_plate("FBZ9581", (200, 56))
+    split = recognizer.read_views([a, b, a], maybe_two_line=False)  # two crops that disagree: the third decides
+    assert split is not None and split.views_read == len(calls) == 3 and split.text == "KM4521"
 
 
 def test_zoom_out_only_when_full_scale_reads_nothing(recognizer: Recognizer, shared: Path) -> None:
