@@ -212,6 +212,26 @@ def test_a_reading_only_one_crop_supports_is_not_confident() -> None:
     assert three.read_detections(frame, [det]) == []
 
 
+def test_a_third_crop_is_read_only_when_the_first_two_disagree_or_are_unsure() -> None:
+    frame = np.full((200, 300, 3), 180, np.uint8)
+    det = Detection(box=(100, 80, 120, 30), score=0.9)
+    sure = probs_for(spell("ABC1234", 0.99))  # p about 0.93
+    unsure = probs_for(spell("ABC1234", 0.85))  # p about 0.32: under AGREE_CONFIDENCE
+    other = probs_for(spell("ABC1284", 0.99))
+    for first, second, read in [(sure, sure, 2), (unsure, unsure, 3), (sure, other, 3)]:
+        three, ocr = _views_reader([first, second, sure], views=3)
+        reads = three.read_detections(frame, [det])
+        assert ocr.calls == reads[0].views_read == read
+        assert reads[0].text == "ABC1234"
+    # the boundary: agreeing crops at (a hair over) the threshold are sure enough, just under it they are not
+    three, ocr = _views_reader([sure, sure, sure], views=3)
+    three.agree_confidence = math.exp(math.log(0.99) * 7) - 1e-9
+    assert three.read_detections(frame, [det])[0].views_read == 2
+    three, ocr = _views_reader([sure, sure, sure], views=3)
+    three.agree_confidence = 0.95
+    assert three.read_detections(frame, [det])[0].views_read == 3
+
+
 def test_views_must_be_one_to_three() -> None:
     for bad in (0, 4):
         with pytest.raises(ValueError, match="views"):
