@@ -5,9 +5,8 @@
 
 (train_ocr.py does this itself after training its --members networks; this script is for combining others.)
 
-The networks' per-step probabilities are averaged inside the model (alpr_train.models.EnsembleOCR, exported as
-GroupedEnsembleOCR: the networks side by side in grouped convolutions), so the runtime reads it as it would one
-network. The int8 export is calibrated on 400 training images from the first
+The networks' per-step probabilities are averaged inside the model (alpr_train.models.EnsembleOCR), so the
+runtime reads it as it would one network. The int8 export is calibrated on 400 training images from the first
 network's dataset cache, as train_ocr.py does. Needs the training extra: pip install -e '.[train]'.
 """
 
@@ -27,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the edge package, when not installed
 
 from alpr_train import export, ocr_data
-from alpr_train.models import EnsembleOCR, GroupedEnsembleOCR, PlateOCR, count_macs
+from alpr_train.models import EnsembleOCR, PlateOCR, count_macs
 from edge.vision.ocr import NUM_CLASSES, ctc_beam_search
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,8 +86,7 @@ def combine(nets: list[Path], calibration: Path, seed: int, width: float, work: 
     alignment = check_alignment(members, model, x_all[pick], [str(t) for t in z["texts"][pick]])
     calib = export.calibration_sample(x_all, seed)
     work.mkdir(parents=True, exist_ok=True)
-    grouped = GroupedEnsembleOCR(members).eval()  # the same function, one grouped convolution per layer: faster
-    fp32 = export.export_fp32(grouped, torch.zeros(1, ocr_data.H, ocr_data.W, 1), work / "plate_ocr_fp32.tflite")
+    fp32 = export.export_fp32(model, torch.zeros(1, ocr_data.H, ocr_data.W, 1), work / "plate_ocr_fp32.tflite")
     int8 = export.quantize_int8(fp32, calib, work / "plate_ocr_int8.tflite")
     chosen = int8 if precision == "int8" else fp32
     shutil.copyfile(chosen, out)
