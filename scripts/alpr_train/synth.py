@@ -47,24 +47,12 @@ EU_TWO_LINE = [("LL DD", "LLL DD"), ("LL", "DDDLL"), ("LLL", "DDDD"), ("L DD", "
                ("DD", "LLLDD"), ("LL D", "DDDD"), ("LLDD", "LLL")]
 
 
-# Many US states and EU countries leave out I, O and Q (they look like 1 and 0), but not all: in the training labels
-# of the shared data O, I and Q are 1.1, 2.3 and 0.9 % of US letters and 2.4, 2.7 and 0.4 % of EU letters, against
-# 3.8 % for a letter drawn uniformly. Leaving them out taught the network that a round glyph on a US plate is a 0
-# (it read 471NZO as 471NZ0 and AQE66 as A0E66), so serials draw them at 0.4 of the other letters' rate.
-# Brazil uses all 26 letters evenly.
-RARE_SERIAL = "IOQ"
-RARE_WEIGHT = 0.4
-_W = np.array([RARE_WEIGHT if c in RARE_SERIAL else 1.0 for c in L])
-SERIAL_P = _W / _W.sum()
+# Most US states and EU countries leave out I, O and Q (they look like 1 and 0); Brazil uses all 26 letters.
+L_SERIAL = "".join(c for c in L if c not in "IOQ")
 
 
-def _fill(rng: np.random.Generator, pattern: str, letters: str | None = None) -> str:
-    """``pattern`` with each L a letter (of ``letters`` evenly, or a serial letter with I, O, Q rarer) and each D a
-    digit; other characters kept."""
-    def letter() -> str:
-        return str(rng.choice(list(letters))) if letters else L[int(rng.choice(len(L), p=SERIAL_P))]
-
-    return "".join(letter() if c == "L" else str(rng.choice(list(D))) if c == "D" else c for c in pattern)
+def _fill(rng: np.random.Generator, pattern: str, letters: str = L_SERIAL) -> str:
+    return "".join(rng.choice(list(letters)) if c == "L" else rng.choice(list(D)) if c == "D" else c for c in pattern)
 
 
 @functools.lru_cache(maxsize=512)
