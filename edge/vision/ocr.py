@@ -6,7 +6,6 @@ halves are placed side by side so the single-line CTC model reads them left to r
 
 from __future__ import annotations
 
-import heapq
 import math
 from dataclasses import dataclass
 
@@ -78,6 +77,10 @@ def prepare_crop(crop_bgr: np.ndarray, height: int, width: int, two_line: bool =
     return out
 
 
+def _mass(kv: tuple[str, list[float]]) -> float:
+    return kv[1][0] + kv[1][1]
+
+
 def ctc_beam_search(
     probs: np.ndarray, beam: int = 10, top_k: int = 8, prune: float = 1e-3, sure_blank: float = 0.999
 ) -> list[tuple[str, float]]:
@@ -117,24 +120,38 @@ def ctc_beam_search(
         for prefix, (pb, pnb) in beams.items():
             total = pb + pnb
             last = prefix[-1] if prefix else ""
+            # (written out with get(): this loop is most of the decoding time, and a setdefault allocates a list
+            # on every call)
             for c, p, ch in cands:
                 if c == BLANK:
-                    key, add_b, add_nb = prefix, total * p, 0.0
-                elif ch == last:
+                    e = nxt.get(prefix)
+                    if e is None:
+                        nxt[prefix] = [total * p, 0.0]
+                    else:
+                        e[0] += total * p
+                    continue
+                if ch == last:
                     if pb > 0.0:  # a repeat needs a blank between
-                        e = nxt.setdefault(prefix + ch, [0.0, 0.0])
-                        e[1] += pb * p
-                    key, add_b, add_nb = prefix, 0.0, pnb * p  # the same character continued
+                        key = prefix + ch
+                        e = nxt.get(key)
+                        if e is None:
+                            nxt[key] = [0.0, pb * p]
+                        else:
+                            e[1] += pb * p
+                    key, add = prefix, pnb * p  # the same character continued
                 else:
-                    key, add_b, add_nb = prefix + ch, 0.0, total * p
-                e = nxt.setdefault(key, [0.0, 0.0])
-                e[0] += add_b
-                e[1] += add_nb
-        if len(nxt) > beam:
-            best = heapq.nlargest(beam, nxt.items(), key=lambda kv: kv[1][0] + kv[1][1])
+                    key, add = prefix + ch, total * p
+                e = nxt.get(key)
+                if e is None:
+                    nxt[key] = [0.0, add]
+                else:
+                    e[1] += add
+        if len(nxt) > beam:  # what heapq.nlargest gives (ties in insertion order), faster at these sizes
+            best = sorted(nxt.items(), key=_mass, reverse=True)[:beam]
+            top = best[0][1][0] + best[0][1][1]
         else:
             best = list(nxt.items())
-        top = max(v[0] + v[1] for _, v in best)
+            top = max(v[0] + v[1] for _, v in best)
         if top <= 0.0:
             break
         if top < 1e-150:  # rescale before the probabilities underflow
