@@ -362,7 +362,7 @@ def test_refused_payloads_log_a_line_and_store_nothing(
         for payload in (b"{not json", json.dumps(wrong_schema).encode(), oversized,
                         json.dumps(other_device).encode()):  # fmt: skip
             unit.send(payload)
-        wait_until(lambda: w.status().malformed == 4, 10)
+        wait_until(lambda: w.status().malformed == 4, 60)  # one is 8 MiB: generous, as in test_sync_env
         unit.send(good)  # the worker goes on
         wait_until(lambda: len(unit.acks_for(batch.batch_id)) == 1, 5)
     finally:
