@@ -148,10 +148,10 @@ def ctc_beam_search(
                     e[1] += add
         if len(nxt) > beam:  # what heapq.nlargest gives (ties in insertion order), faster at these sizes
             best = sorted(nxt.items(), key=_mass, reverse=True)[:beam]
-            top = best[0][1][0] + best[0][1][1]
+            top = _mass(best[0])
         else:
             best = list(nxt.items())
-            top = max(v[0] + v[1] for _, v in best)
+            top = max(map(_mass, best))
         if top <= 0.0:
             break
         if top < 1e-150:  # rescale before the probabilities underflow
