@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the edge package, when not installed
 
 from alpr_train import export, ocr_data
-from alpr_train.models import EnsembleOCR, PlateOCR, count_macs
+from alpr_train.models import EnsembleOCR, PlateOCR, count_macs, step_probabilities
 from edge.vision.ocr import NUM_CLASSES, ctc_beam_search
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,7 +56,7 @@ def check_alignment(members: list[PlateOCR], model: EnsembleOCR, x: np.ndarray, 
     Measured on training images (no validation image is used to decide); raises MisalignedError."""
     xb = torch.from_numpy(x[:, None].astype(np.float32) / 255.0)
     with torch.no_grad():
-        each = [_exact(torch.softmax(net(xb), 1).permute(0, 2, 1), texts) for net in members]
+        each = [_exact(step_probabilities(net, xb), texts) for net in members]
         both = _exact(model(xb.permute(0, 2, 3, 1)), texts)
     result: dict[str, object] = {"images": len(texts), "each": each, "average": both}
     log.info("exact reads (beam search) of %d training images: each network %s, their average %.3f", len(texts),
