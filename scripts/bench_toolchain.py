@@ -7,7 +7,7 @@ comes from the local file this machine has, see the env notes, so its time is no
 and, with the OCR network of ``scripts/alpr_train/models.py`` (the Keras copy has the same layers and parameter
 count): training steps per second (batch 64, CTC loss, random images: the figure is the toolchain's, not the
 model's), the time to export fp32 and full-int8 ``.tflite`` files (int8 calibrated on 100 images), their sizes, and
-whether ai-edge-litert (the runtime the unit uses) loads and runs them, with its time per inference.
+whether the unit's runtime (edge.vision.runtime on ai-edge-litert) loads and runs them, with its time per inference.
 Prints a table and a JSON line.
 
   .venv/bin/python scripts/bench_toolchain.py [--work /tmp/toolchains] [--steps 40] [--keep]
@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the edge package, when not installed
 TENSORFLOW = "tensorflow-cpu==2.21.0"
 
 # Run inside each toolchain's venv: argv = steps, out dir. Prints one JSON line.
@@ -135,26 +136,21 @@ def du_mb(path: Path) -> float:
 
 
 def run_litert(path: Path, repeat: int = 200) -> float:
-    """Median ms per inference of ``path`` in ai-edge-litert (2 threads, XNNPACK), as the unit runs it."""
+    """Median ms per inference of ``path`` through the unit's own runtime (edge.vision.runtime: ai-edge-litert,
+    XNNPACK, 2 threads, input and output quantisation included)."""
     import numpy as np
-    from ai_edge_litert.interpreter import Interpreter
 
-    it = Interpreter(model_path=str(path), num_threads=2)
-    it.allocate_tensors()
-    d, o = it.get_input_details()[0], it.get_output_details()[0]
-    x = np.random.default_rng(1).random(d["shape"]).astype(np.float32)
-    if d["dtype"] != np.float32:
-        scale, zero = d["quantization"]
-        x = np.clip(np.round(x / scale + zero), -128, 127).astype(d["dtype"])
+    from edge.vision.runtime import load_model
+
+    model = load_model(path, threads=2)
+    if model.outputs[0].shape != (1, 32, 37):
+        raise RuntimeError(f"{path}: output shape {model.outputs[0].shape}, expected (1, 32, 37)")
+    x = np.random.default_rng(1).random(model.inputs[0].shape, dtype=np.float32)
     times = []
     for _ in range(repeat):
         t = time.perf_counter()
-        it.set_tensor(d["index"], x)
-        it.invoke()
-        y = it.get_tensor(o["index"])
+        model.run(x)
         times.append((time.perf_counter() - t) * 1000)
-    if tuple(y.shape) != (1, 32, 37):
-        raise RuntimeError(f"{path}: output shape {y.shape}, expected (1, 32, 37)")
     return statistics.median(times[20:])
 
 
